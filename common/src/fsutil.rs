@@ -1,0 +1,198 @@
+//! Atomic replacement (temp file, fsync, rename, fsync of the directory) and
+//! flock-based locks: a tool killed at any instant leaves either the old
+//! file or the new one, never half of either.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is locked by another process")]
+    WouldBlock { path: PathBuf },
+}
+
+impl crate::HasExitCode for FsError {
+    fn exit_code(&self) -> crate::ExitCode {
+        match self {
+            FsError::Write { source, .. } | FsError::Lock { source, .. } => {
+                crate::exit::io_exit_code(source)
+            }
+            FsError::WouldBlock { .. } => crate::ExitCode::Conflict,
+        }
+    }
+}
+
+/// A unique temporary name next to `path`, so the rename stays on one file system.
+pub fn temp_sibling(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp.{}.{n}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically: readers see the old or the new
+/// content, never a mix, even if this process dies mid-way.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let tmp = temp_sibling(path);
+    let err = |source| FsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        fsync_parent(path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically.
+pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| FsError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    bytes.push(b'\n');
+    atomic_write(path, &bytes)
+}
+
+/// Makes a rename or create in the parent directory durable.
+pub fn fsync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => File::open(p)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
+/// An flock held until dropped. The kernel releases it if the process
+/// dies, so a killed tool never leaves the store locked.
+#[derive(Debug)]
+pub struct Lock {
+    file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Waits for an exclusive lock on `path`, creating the lock file.
+    pub fn exclusive(path: &Path) -> Result<Lock, FsError> {
+        Lock::take(path, libc::LOCK_EX)
+    }
+
+    /// Waits for a shared lock, for readers that must not see a write half done.
+    pub fn shared(path: &Path) -> Result<Lock, FsError> {
+        Lock::take(path, libc::LOCK_SH)
+    }
+
+    /// Takes an exclusive lock or fails at once with `WouldBlock`.
+    pub fn try_exclusive(path: &Path) -> Result<Lock, FsError> {
+        Lock::take(path, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    fn take(path: &Path, op: libc::c_int) -> Result<Lock, FsError> {
+        let lock_err = |source| FsError::Lock {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(lock_err)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(lock_err)?;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+            if rc == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => {
+                    return Err(FsError::WouldBlock {
+                        path: path.to_path_buf(),
+                    })
+                }
+                _ => return Err(lock_err(e)),
+            }
+        }
+        Ok(Lock {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.json");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f.json")]);
+    }
+
+    #[test]
+    fn exclusive_lock_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let held = Lock::exclusive(&p).unwrap();
+        assert!(matches!(
+            Lock::try_exclusive(&p),
+            Err(FsError::WouldBlock { .. })
+        ));
+        drop(held);
+        Lock::try_exclusive(&p).unwrap();
+    }
+}

@@ -1,0 +1,25 @@
+//! Shared ground of the kist tools: the state root and its layout, atomic and
+//! locked file writes, the versioned JSON records that travel between tools,
+//! image references and digests parsed once into types, the stdin
+//! convention, diagnostics and the exit-code scheme.
+//!
+//! Nothing here links an HTTP stack or a tar reader: every tool depends on
+//! this crate, and ctr-spawn's start-up time must not pay for what only
+//! img-fetch needs.
+
+pub mod diag;
+pub mod digest;
+pub mod exit;
+pub mod fsutil;
+pub mod input;
+pub mod man;
+pub mod output;
+pub mod record;
+pub mod reference;
+pub mod root;
+pub mod store;
+
+pub use digest::Digest;
+pub use exit::{ExitCode, HasExitCode};
+pub use reference::Reference;
+pub use root::StateRoot;
