@@ -29,9 +29,7 @@ pub enum FsError {
 impl crate::HasExitCode for FsError {
     fn exit_code(&self) -> crate::ExitCode {
         match self {
-            FsError::Write { source, .. } | FsError::Lock { source, .. } => {
-                crate::exit::io_exit_code(source)
-            }
+            FsError::Write { source, .. } | FsError::Lock { source, .. } => crate::exit::io_exit_code(source),
             FsError::WouldBlock { .. } => crate::ExitCode::Conflict,
         }
     }
@@ -42,10 +40,7 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp.{}.{n}", std::process::id()))
 }
 
@@ -53,16 +48,9 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 /// content, never a mix, even if this process dies mid-way.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let tmp = temp_sibling(path);
-    let err = |source| FsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| FsError::Write { path: path.to_path_buf(), source };
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -76,10 +64,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
 
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| FsError::Write {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| FsError::Write { path: path.to_path_buf(), source: std::io::Error::other(e) })?;
     bytes.push(b'\n');
     atomic_write(path, &bytes)
 }
@@ -117,10 +103,7 @@ impl Lock {
     }
 
     fn take(path: &Path, op: libc::c_int) -> Result<Lock, FsError> {
-        let lock_err = |source| FsError::Lock {
-            path: path.to_path_buf(),
-            source,
-        };
+        let lock_err = |source| FsError::Lock { path: path.to_path_buf(), source };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(lock_err)?;
         }
@@ -142,18 +125,11 @@ impl Lock {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => {
-                    return Err(FsError::WouldBlock {
-                        path: path.to_path_buf(),
-                    })
-                }
+                Some(libc::EWOULDBLOCK) => return Err(FsError::WouldBlock { path: path.to_path_buf() }),
                 _ => return Err(lock_err(e)),
             }
         }
-        Ok(Lock {
-            file,
-            path: path.to_path_buf(),
-        })
+        Ok(Lock { file, path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -176,10 +152,7 @@ mod tests {
         atomic_write(&p, b"one").unwrap();
         atomic_write(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f.json")]);
     }
 
@@ -188,10 +161,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.lock");
         let held = Lock::exclusive(&p).unwrap();
-        assert!(matches!(
-            Lock::try_exclusive(&p),
-            Err(FsError::WouldBlock { .. })
-        ));
+        assert!(matches!(Lock::try_exclusive(&p), Err(FsError::WouldBlock { .. })));
         drop(held);
         Lock::try_exclusive(&p).unwrap();
     }

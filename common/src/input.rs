@@ -39,11 +39,8 @@ pub fn parse_line(text: &str, line: usize) -> Result<Option<Target>, InputError>
         return Ok(None);
     }
     if t.starts_with('{') {
-        let value: serde_json::Value =
-            serde_json::from_str(t).map_err(|e| InputError::Malformed {
-                line,
-                message: format!("not valid JSON: {e}"),
-            })?;
+        let value: serde_json::Value = serde_json::from_str(t)
+            .map_err(|e| InputError::Malformed { line, message: format!("not valid JSON: {e}") })?;
         let id = value
             .get("id")
             .and_then(|v| v.as_str())
@@ -52,10 +49,7 @@ pub fn parse_line(text: &str, line: usize) -> Result<Option<Target>, InputError>
                 message: "record has no string \"id\" field".into(),
             })?
             .to_string();
-        return Ok(Some(Target {
-            id,
-            record: Some(value),
-        }));
+        return Ok(Some(Target { id, record: Some(value) }));
     }
     if t.contains(char::is_whitespace) {
         return Err(InputError::Malformed {
@@ -63,10 +57,7 @@ pub fn parse_line(text: &str, line: usize) -> Result<Option<Target>, InputError>
             message: format!("expected a JSON object or one id, got {t:?}"),
         });
     }
-    Ok(Some(Target {
-        id: t.to_string(),
-        record: None,
-    }))
+    Ok(Some(Target { id: t.to_string(), record: None }))
 }
 
 /// Reads every target from a reader of JSON Lines.
@@ -85,13 +76,7 @@ pub fn read_targets<R: BufRead>(reader: R) -> Result<Vec<Target>, InputError> {
 /// stdin is not a terminal. An empty stdin yields no targets, not an error.
 pub fn targets(args: &[String]) -> Result<Vec<Target>, InputError> {
     if !args.is_empty() {
-        return Ok(args
-            .iter()
-            .map(|a| Target {
-                id: a.clone(),
-                record: None,
-            })
-            .collect());
+        return Ok(args.iter().map(|a| Target { id: a.clone(), record: None }).collect());
     }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {

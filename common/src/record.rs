@@ -212,10 +212,7 @@ mod tests {
         let line = format!(
             r#"{{"type":"layer","schemaVersion":1,"image":"{d}","index":0,"count":1,"digest":"{d}","size":1,"mediaType":"m","diffId":"{d}","chainId":"{d}","store":"/s","futureField":true}}"#
         );
-        assert!(matches!(
-            serde_json::from_str::<Record>(&line).unwrap(),
-            Record::Layer(_)
-        ));
+        assert!(matches!(serde_json::from_str::<Record>(&line).unwrap(), Record::Layer(_)));
     }
 
     #[test]

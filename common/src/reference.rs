@@ -106,10 +106,7 @@ impl Reference {
     /// The repository as `docker images` shows it.
     pub fn familiar_name(&self) -> String {
         if self.registry == DEFAULT_REGISTRY {
-            self.repository
-                .strip_prefix("library/")
-                .unwrap_or(&self.repository)
-                .to_string()
+            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_string()
         } else {
             self.name()
         }
@@ -117,18 +114,12 @@ impl Reference {
 
     /// A copy with the digest replaced, for recording what a tag resolved to.
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference {
-            digest: Some(digest),
-            ..self.clone()
-        }
+        Reference { digest: Some(digest), ..self.clone() }
     }
 
     /// A copy with the digest dropped.
     pub fn without_digest(&self) -> Reference {
-        Reference {
-            digest: None,
-            ..self.clone()
-        }
+        Reference { digest: None, ..self.clone() }
     }
 }
 
@@ -187,11 +178,7 @@ impl FromStr for Reference {
             }
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
         };
-        let registry = if registry == "index.docker.io" {
-            DEFAULT_REGISTRY.to_string()
-        } else {
-            registry
-        };
+        let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY.to_string() } else { registry };
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(ReferenceError::Uppercase(path));
         }
@@ -211,12 +198,7 @@ impl FromStr for Reference {
             (None, Some(_)) => None,
             (None, None) => Some(DEFAULT_TAG.to_string()),
         };
-        Ok(Reference {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(Reference { registry, repository, tag, digest })
     }
 }
 
@@ -255,8 +237,7 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= TAG_MAX
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&x| x.is_ascii_alphanumeric() || b"_.-".contains(&x))
+        && b.iter().all(|&x| x.is_ascii_alphanumeric() || b"_.-".contains(&x))
 }
 
 /// host[:port], host being dot-separated labels or a bracketed IPv6 address.
@@ -269,10 +250,11 @@ fn valid_registry(r: &str) -> bool {
                 }
                 (
                     None,
-                    after
-                        .strip_prefix(':')
-                        .map(Some)
-                        .unwrap_or(if after.is_empty() { None } else { Some("") }),
+                    after.strip_prefix(':').map(Some).unwrap_or(if after.is_empty() {
+                        None
+                    } else {
+                        Some("")
+                    }),
                 )
             }
             None => return false,
@@ -355,9 +337,7 @@ mod tests {
         for ok in ["a.b", "a_b", "a__b", "a-b", "a---b", "a0/b1.c2"] {
             p(ok);
         }
-        for bad in [
-            "a..b", "a___b", "-a", "a-", "a_", ".a", "a/", "/a", "a//b", "a b", "a+b",
-        ] {
+        for bad in ["a..b", "a___b", "-a", "a-", "a_", ".a", "a/", "/a", "a//b", "a b", "a+b"] {
             assert!(bad.parse::<Reference>().is_err(), "{bad} should fail");
         }
     }
@@ -365,47 +345,20 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         assert_eq!("".parse::<Reference>(), Err(ReferenceError::Empty));
-        assert!(matches!(
-            "Busybox".parse::<Reference>(),
-            Err(ReferenceError::Uppercase(_))
-        ));
-        assert!(matches!(
-            "docker.io/Busybox".parse::<Reference>(),
-            Err(ReferenceError::Uppercase(_))
-        ));
-        assert!(matches!(
-            "a:".parse::<Reference>(),
-            Err(ReferenceError::BadTag(_))
-        ));
-        assert!(matches!(
-            "a:-x".parse::<Reference>(),
-            Err(ReferenceError::BadTag(_))
-        ));
+        assert!(matches!("Busybox".parse::<Reference>(), Err(ReferenceError::Uppercase(_))));
+        assert!(matches!("docker.io/Busybox".parse::<Reference>(), Err(ReferenceError::Uppercase(_))));
+        assert!(matches!("a:".parse::<Reference>(), Err(ReferenceError::BadTag(_))));
+        assert!(matches!("a:-x".parse::<Reference>(), Err(ReferenceError::BadTag(_))));
         assert!(matches!(
             format!("a:{}", "x".repeat(129)).parse::<Reference>(),
             Err(ReferenceError::BadTag(_))
         ));
         p(&format!("a:{}", "x".repeat(128)));
-        assert!(matches!(
-            "a@sha256:123".parse::<Reference>(),
-            Err(ReferenceError::BadDigest(_))
-        ));
-        assert!(matches!(
-            "a@md5:123".parse::<Reference>(),
-            Err(ReferenceError::BadDigest(_))
-        ));
-        assert!(matches!(
-            "localhost:99999/a".parse::<Reference>(),
-            Err(ReferenceError::BadRegistry(_))
-        ));
-        assert!(matches!(
-            "local_host.x/a".parse::<Reference>(),
-            Err(ReferenceError::BadRegistry(_))
-        ));
-        assert!(matches!(
-            "[zz]:5000/a".parse::<Reference>(),
-            Err(ReferenceError::BadRegistry(_))
-        ));
+        assert!(matches!("a@sha256:123".parse::<Reference>(), Err(ReferenceError::BadDigest(_))));
+        assert!(matches!("a@md5:123".parse::<Reference>(), Err(ReferenceError::BadDigest(_))));
+        assert!(matches!("localhost:99999/a".parse::<Reference>(), Err(ReferenceError::BadRegistry(_))));
+        assert!(matches!("local_host.x/a".parse::<Reference>(), Err(ReferenceError::BadRegistry(_))));
+        assert!(matches!("[zz]:5000/a".parse::<Reference>(), Err(ReferenceError::BadRegistry(_))));
         assert!(":tag".parse::<Reference>().is_err());
     }
 
@@ -416,9 +369,6 @@ mod tests {
             Err(ReferenceError::TooLong)
         ));
         p(&format!("x.io/{}", "a".repeat(250)));
-        assert!(matches!(
-            "a".repeat(256).parse::<Reference>(),
-            Err(ReferenceError::TooLong)
-        ));
+        assert!(matches!("a".repeat(256).parse::<Reference>(), Err(ReferenceError::TooLong)));
     }
 }

@@ -8,7 +8,9 @@ use crate::digest::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
-    #[error("cannot choose a state root: neither $XDG_DATA_HOME nor $HOME is set (use --root or $KIST_ROOT)")]
+    #[error(
+        "cannot choose a state root: neither $XDG_DATA_HOME nor $HOME is set (use --root or $KIST_ROOT)"
+    )]
     NoHome,
     #[error("cannot create state root {path}")]
     Create {
@@ -61,9 +63,7 @@ impl StateRoot {
         let path = if path.is_absolute() {
             path.to_path_buf()
         } else {
-            std::env::current_dir()
-                .map(|c| c.join(path))
-                .unwrap_or_else(|_| path.to_path_buf())
+            std::env::current_dir().map(|c| c.join(path)).unwrap_or_else(|_| path.to_path_buf())
         };
         StateRoot { path }
     }
@@ -83,10 +83,8 @@ impl StateRoot {
             self.names_dir(),
             self.locks_dir(),
         ] {
-            std::fs::create_dir_all(&dir).map_err(|source| RootError::Create {
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| RootError::Create { path: dir.clone(), source })?;
         }
         Ok(())
     }
@@ -167,9 +165,8 @@ mod tests {
     fn flag_wins_and_layout_is_under_root() {
         let r = StateRoot::resolve(Some(Path::new("/x/y"))).unwrap();
         assert_eq!(r.path(), Path::new("/x/y"));
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            .parse()
-            .unwrap();
+        let d: Digest =
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
         assert_eq!(
             r.blob_path(&d),
             Path::new("/x/y/blobs/sha256/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")

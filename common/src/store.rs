@@ -55,11 +55,7 @@ pub enum StoreError {
     #[error("blob digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {digest}: size mismatch: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        digest: Digest,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
 }
 
 impl crate::HasExitCode for StoreError {
@@ -78,10 +74,7 @@ impl crate::HasExitCode for StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
 /// One entry of `index.json`. Unknown fields survive a rewrite.
@@ -173,14 +166,9 @@ impl Store {
     pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
         File::open(self.blob_path(digest)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::MissingBlob {
-                    digest: digest.clone(),
-                }
+                StoreError::MissingBlob { digest: digest.clone() }
             } else {
-                StoreError::Io {
-                    path: self.blob_path(digest),
-                    source: e,
-                }
+                StoreError::Io { path: self.blob_path(digest), source: e }
             }
         })
     }
@@ -188,8 +176,7 @@ impl Store {
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let mut f = self.open_blob(digest)?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
-            .map_err(io_err(&self.blob_path(digest)))?;
+        f.read_to_end(&mut buf).map_err(io_err(&self.blob_path(digest)))?;
         Ok(buf)
     }
 
@@ -199,8 +186,7 @@ impl Store {
             return Ok(());
         }
         let mut w = self.blob_writer_at(&self.partial_path(expected), false)?;
-        w.write_all(bytes)
-            .map_err(io_err(&self.partial_path(expected)))?;
+        w.write_all(bytes).map_err(io_err(&self.partial_path(expected)))?;
         w.commit(expected, Some(bytes.len() as u64))
     }
 
@@ -214,9 +200,7 @@ impl Store {
     /// The path a partial download of `digest` accumulates in, kept between
     /// runs so that an interrupted transfer can resume.
     pub fn partial_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .tmp_dir()
-            .join(format!("{}.partial", digest.hex()))
+        self.root.tmp_dir().join(format!("{}.partial", digest.hex()))
     }
 
     /// A writer into `tmp/`. With `resume`, existing content is kept and
@@ -242,12 +226,7 @@ impl Store {
             }
             file.seek(std::io::SeekFrom::End(0)).map_err(io_err(path))?;
         }
-        Ok(BlobWriter {
-            file,
-            path: path.to_path_buf(),
-            hasher,
-            blobs: self.root.blobs_dir(),
-        })
+        Ok(BlobWriter { file, path: path.to_path_buf(), hasher, blobs: self.root.blobs_dir() })
     }
 
     /// Reads `index.json`.
@@ -272,12 +251,9 @@ impl Store {
         let name = reference.to_string();
         let mut entry = entry;
         entry.annotations.insert(REF_NAME.to_string(), name.clone());
-        entry
-            .annotations
-            .insert(IMAGE_NAME.to_string(), name.clone());
+        entry.annotations.insert(IMAGE_NAME.to_string(), name.clone());
         self.update_index(|idx| {
-            idx.manifests
-                .retain(|m| m.ref_name() != Some(name.as_str()));
+            idx.manifests.retain(|m| m.ref_name() != Some(name.as_str()));
             idx.manifests.push(entry);
         })
     }
@@ -304,9 +280,7 @@ impl BlobWriter {
     /// Throws away what was written, for a restart from byte 0.
     pub fn reset(&mut self) -> Result<(), StoreError> {
         self.file.set_len(0).map_err(io_err(&self.path))?;
-        self.file
-            .seek(std::io::SeekFrom::Start(0))
-            .map_err(io_err(&self.path))?;
+        self.file.seek(std::io::SeekFrom::Start(0)).map_err(io_err(&self.path))?;
         self.hasher = Hasher::new();
         Ok(())
     }
@@ -320,19 +294,12 @@ impl BlobWriter {
         if let Some(s) = size {
             if s != len {
                 let _ = std::fs::remove_file(&self.path);
-                return Err(StoreError::SizeMismatch {
-                    digest: expected.clone(),
-                    expected: s,
-                    actual: len,
-                });
+                return Err(StoreError::SizeMismatch { digest: expected.clone(), expected: s, actual: len });
             }
         }
         if &actual != expected {
             let _ = std::fs::remove_file(&self.path);
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
         self.file.sync_all().map_err(io_err(&self.path))?;
         let dest = self.blobs.join(expected.hex());
@@ -375,10 +342,7 @@ mod tests {
         assert_eq!(store.read_blob(&d).unwrap(), b"hello");
 
         let wrong = Digest::of(b"other");
-        assert!(matches!(
-            store.put_blob(&wrong, b"hello"),
-            Err(StoreError::DigestMismatch { .. })
-        ));
+        assert!(matches!(store.put_blob(&wrong, b"hello"), Err(StoreError::DigestMismatch { .. })));
         assert!(!store.has_blob(&wrong, None));
         assert_eq!(std::fs::read_dir(root.tmp_dir()).unwrap().count(), 0);
 

@@ -16,50 +16,24 @@ use serde_json::json;
 /// One entry of a layer being built.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Dir {
-        path: String,
-        mode: u32,
-    },
-    File {
-        path: String,
-        mode: u32,
-        data: Vec<u8>,
-    },
-    Symlink {
-        path: String,
-        target: String,
-    },
-    Hardlink {
-        path: String,
-        target: String,
-    },
+    Dir { path: String, mode: u32 },
+    File { path: String, mode: u32, data: Vec<u8> },
+    Symlink { path: String, target: String },
+    Hardlink { path: String, target: String },
 }
 
 impl Entry {
     pub fn dir(path: &str, mode: u32) -> Entry {
-        Entry::Dir {
-            path: path.into(),
-            mode,
-        }
+        Entry::Dir { path: path.into(), mode }
     }
     pub fn file(path: &str, mode: u32, data: &[u8]) -> Entry {
-        Entry::File {
-            path: path.into(),
-            mode,
-            data: data.to_vec(),
-        }
+        Entry::File { path: path.into(), mode, data: data.to_vec() }
     }
     pub fn symlink(path: &str, target: &str) -> Entry {
-        Entry::Symlink {
-            path: path.into(),
-            target: target.into(),
-        }
+        Entry::Symlink { path: path.into(), target: target.into() }
     }
     pub fn hardlink(path: &str, target: &str) -> Entry {
-        Entry::Hardlink {
-            path: path.into(),
-            target: target.into(),
-        }
+        Entry::Hardlink { path: path.into(), target: target.into() }
     }
 }
 
@@ -79,15 +53,13 @@ pub fn layer_tar(entries: &[Entry]) -> Vec<u8> {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(*mode);
                 h.set_size(0);
-                b.append_data(&mut h, path, std::io::empty())
-                    .expect("tar dir");
+                b.append_data(&mut h, path, std::io::empty()).expect("tar dir");
             }
             Entry::File { path, mode, data } => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(*mode);
                 h.set_size(data.len() as u64);
-                b.append_data(&mut h, path, data.as_slice())
-                    .expect("tar file");
+                b.append_data(&mut h, path, data.as_slice()).expect("tar file");
             }
             Entry::Symlink { path, target } => {
                 h.set_entry_type(tar::EntryType::Symlink);
@@ -114,12 +86,8 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// The entries of a busybox root file system from the host's busybox-static.
 pub fn busybox_entries() -> Vec<Entry> {
-    let busybox =
-        std::fs::read("/bin/busybox").expect("read /bin/busybox (install busybox-static)");
-    let list = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
+    let busybox = std::fs::read("/bin/busybox").expect("read /bin/busybox (install busybox-static)");
+    let list = std::process::Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
     let mut entries = vec![
         Entry::dir("bin", 0o755),
         Entry::file("bin/busybox", 0o755, &busybox),
@@ -208,11 +176,7 @@ impl ImageBuilder {
     pub fn write_layout(&self, dir: &Path, tag: &str) -> BuiltImage {
         let blobs = dir.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).expect("blobs dir");
-        std::fs::write(
-            dir.join("oci-layout"),
-            b"{\"imageLayoutVersion\":\"1.0.0\"}",
-        )
-        .expect("oci-layout");
+        std::fs::write(dir.join("oci-layout"), b"{\"imageLayoutVersion\":\"1.0.0\"}").expect("oci-layout");
         let put = |bytes: &[u8]| -> (Digest, u64) {
             let d = Digest::of(bytes);
             std::fs::write(blobs.join(d.hex()), bytes).expect("write blob");
@@ -264,11 +228,8 @@ impl ImageBuilder {
             "size": manifest_size,
             "annotations": {"org.opencontainers.image.ref.name": tag},
         }));
-        std::fs::write(
-            &index_path,
-            serde_json::to_vec_pretty(&index).expect("index json"),
-        )
-        .expect("index.json");
+        std::fs::write(&index_path, serde_json::to_vec_pretty(&index).expect("index json"))
+            .expect("index.json");
         BuiltImage {
             layout: dir.to_path_buf(),
             tag: tag.to_string(),
@@ -322,11 +283,7 @@ pub fn cached(name: &str, build: impl FnOnce(&Path) -> BuiltImage) -> BuiltImage
 
 fn built_from_json(dir: &Path, v: &serde_json::Value) -> Option<BuiltImage> {
     let digests = |key: &str| -> Option<Vec<Digest>> {
-        v[key]
-            .as_array()?
-            .iter()
-            .map(|x| x.as_str()?.parse().ok())
-            .collect()
+        v[key].as_array()?.iter().map(|x| x.as_str()?.parse().ok()).collect()
     };
     Some(BuiltImage {
         layout: dir.to_path_buf(),
@@ -342,9 +299,7 @@ fn built_from_json(dir: &Path, v: &serde_json::Value) -> Option<BuiltImage> {
 /// The busybox image: one layer, tag `latest`.
 pub fn busybox() -> BuiltImage {
     cached("busybox-v1", |dir| {
-        ImageBuilder::new()
-            .layer(layer_tar(&busybox_entries()))
-            .write_layout(dir, "latest")
+        ImageBuilder::new().layer(layer_tar(&busybox_entries())).write_layout(dir, "latest")
     })
 }
 
@@ -367,10 +322,6 @@ pub fn multilayer() -> BuiltImage {
             Entry::file("data/.wh..wh..opq", 0o644, b""),
             Entry::file("data/new", 0o644, b"new\n"),
         ]);
-        ImageBuilder::new()
-            .layer(base)
-            .layer(second)
-            .layer(third)
-            .write_layout(dir, "latest")
+        ImageBuilder::new().layer(base).layer(second).layer(third).write_layout(dir, "latest")
     })
 }

@@ -52,10 +52,7 @@ pub struct TestRoot {
 
 impl TestRoot {
     pub fn new() -> TestRoot {
-        let dir = tempfile::Builder::new()
-            .prefix("kist-test-")
-            .tempdir()
-            .expect("temp root");
+        let dir = tempfile::Builder::new().prefix("kist-test-").tempdir().expect("temp root");
         TestRoot { dir }
     }
 
@@ -102,10 +99,7 @@ impl OutputExt for Output {
         self.stdout_str()
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
             .collect()
     }
 
@@ -128,8 +122,7 @@ impl OutputExt for Output {
 /// Runs a command to completion, capturing both streams.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(std::process::Stdio::null());
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Runs a command with the given bytes on stdin.

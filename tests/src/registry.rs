@@ -37,10 +37,7 @@ impl Registry {
     }
 
     pub fn start_with(auth: Auth) -> Registry {
-        let dir = tempfile::Builder::new()
-            .prefix("kist-registry-")
-            .tempdir()
-            .expect("registry dir");
+        let dir = tempfile::Builder::new().prefix("kist-registry-").tempdir().expect("registry dir");
         let port = crate::free_port();
         let auth_yaml = match &auth {
             Auth::None => String::new(),
@@ -74,12 +71,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("docker-registry must be installed (apt-get install docker-registry)");
-        let reg = Registry {
-            child,
-            dir,
-            port,
-            auth,
-        };
+        let reg = Registry { child, dir, port, auth };
         reg.wait_ready();
         reg
     }
@@ -92,11 +84,7 @@ impl Registry {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "registry on port {} did not start: {}",
-            self.port,
-            self.log()
-        );
+        panic!("registry on port {} did not start: {}", self.port, self.log());
     }
 
     /// `127.0.0.1:PORT`
@@ -126,10 +114,7 @@ impl Registry {
         }
         cmd.arg(format!("oci:{}:{}", layout.display(), tag));
         cmd.arg(format!("docker://{}", self.reference(repo_tag)));
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .expect("skopeo must be installed");
+        let out = cmd.stdin(Stdio::null()).output().expect("skopeo must be installed");
         assert!(
             out.status.success(),
             "skopeo push failed: {}\nregistry log:\n{}",

@@ -11,11 +11,7 @@ fn busybox_layout_is_read_by_skopeo_and_served_by_a_registry() {
         .arg(format!("oci:{}:latest", img.layout.display()))
         .output()
         .expect("skopeo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Layers"][0], img.layers[0].to_string());
 
@@ -26,11 +22,7 @@ fn busybox_layout_is_read_by_skopeo_and_served_by_a_registry() {
         .arg(format!("docker://{}", reg.reference("busybox:latest")))
         .output()
         .expect("skopeo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(m["config"]["digest"], img.config.to_string());
 }
