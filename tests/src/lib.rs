@@ -4,6 +4,7 @@
 //! loopback port. Everything a fixture starts it stops on drop, by pid.
 
 pub mod image;
+pub mod man;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

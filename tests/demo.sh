@@ -1,0 +1,77 @@
+#!/bin/sh
+# make demo: the main story of kist on a fresh machine, printed as a person
+# would type it. Builds a small image from the host's busybox-static with
+# umoci, serves it from Debian's docker-registry on loopback, and plays the
+# pipeline: pull, unpack, run.
+set -eu
+
+BIN=${KIST_BIN_DIR:-$(pwd)/target/release}
+PATH=$BIN:$PATH
+WORK=$(mktemp -d /tmp/kist-demo.XXXXXX)
+export KIST_ROOT="$WORK/root"
+REG_PID=""
+
+cleanup() {
+    [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+run() { say "$*"; "$@"; }
+
+echo "kist demo: state root $KIST_ROOT"
+
+# An image from the host's busybox-static, built with umoci.
+run umoci init --layout "$WORK/layout"
+run umoci new --image "$WORK/layout:latest"
+run umoci unpack --rootless --image "$WORK/layout:latest" "$WORK/bundle" >/dev/null
+say "copy /bin/busybox and its applet links into the image"
+mkdir -p "$WORK/bundle/rootfs/bin" "$WORK/bundle/rootfs/etc" "$WORK/bundle/rootfs/tmp" "$WORK/bundle/rootfs/var/www"
+cp /bin/busybox "$WORK/bundle/rootfs/bin/busybox"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$WORK/bundle/rootfs/bin/$a"; done
+echo 'root:x:0:0:root:/root:/bin/sh' > "$WORK/bundle/rootfs/etc/passwd"
+echo 'root:x:0:' > "$WORK/bundle/rootfs/etc/group"
+echo 'hello from a kist container' > "$WORK/bundle/rootfs/var/www/index.html"
+run umoci repack --image "$WORK/layout:latest" "$WORK/bundle"
+run umoci config --image "$WORK/layout:latest" --config.cmd sh --config.env PATH=/bin
+
+# A registry on a free loopback port.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$WORK/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $WORK/registry}}
+http: {addr: 127.0.0.1:$PORT}
+YML
+say "docker-registry serve registry.yml &    # on 127.0.0.1:$PORT"
+docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+REG_PID=$!
+python3 - "$PORT" <<'PY'
+import socket, sys, time
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close(); break
+    except OSError:
+        time.sleep(0.05)
+PY
+run skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/layout:latest" "docker://127.0.0.1:$PORT/demo/busybox:latest"
+
+IMG=127.0.0.1:$PORT/demo/busybox:latest
+run img-fetch "$IMG"
+run skopeo inspect --format '{{.Digest}} {{.Architecture}}' "oci:$KIST_ROOT:$IMG"
+say "img-fetch $IMG    # again: everything is present"
+img-fetch --quiet "$IMG" >/dev/null && echo "(nothing downloaded)"
+
+if command -v img-unpack >/dev/null 2>&1; then
+    run img-unpack "$IMG"
+fi
+if command -v img-list >/dev/null 2>&1; then
+    run img-list --format table
+fi
+if command -v ctr-spawn >/dev/null 2>&1 && command -v img-unpack >/dev/null 2>&1; then
+    say "img-unpack $IMG | ctr-spawn --rm -- cat /var/www/index.html"
+    img-unpack "$IMG" | ctr-spawn --rm -- cat /var/www/index.html
+fi
+echo
+echo "kist demo: done"
