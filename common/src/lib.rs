@@ -7,6 +7,7 @@
 //! this crate, and ctr-spawn's start-up time must not pay for what only
 //! img-fetch needs.
 
+pub mod container;
 pub mod diag;
 pub mod digest;
 pub mod exit;

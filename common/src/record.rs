@@ -139,6 +139,38 @@ pub struct SnapshotRecord {
     pub store: PathBuf,
 }
 
+/// A container, as ctr-spawn (`--cidfile`, `--record`, `-d`) and ctr-list print it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecord {
+    #[serde(default = "schema_version")]
+    pub schema_version: u32,
+    /// 64 hex digits.
+    pub id: String,
+    pub name: String,
+    /// The image ID (config digest).
+    pub image: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_ref: Option<String>,
+    pub command: Vec<String>,
+    /// RFC 3339 creation time.
+    pub created: String,
+    pub state: crate::container::Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The container's process was killed by the kernel's OOM killer.
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
 /// A failure that a later tool in a pipe may want to see as data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -157,6 +189,7 @@ pub enum Record {
     Image(ImageRecord),
     Layer(LayerRecord),
     Snapshot(SnapshotRecord),
+    Container(ContainerRecord),
     Error(ErrorRecord),
 }
 
