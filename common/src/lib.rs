@@ -8,6 +8,7 @@
 //! img-fetch needs.
 
 pub mod container;
+pub mod catalog;
 pub mod diag;
 pub mod digest;
 pub mod exit;

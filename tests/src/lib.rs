@@ -6,6 +6,9 @@
 pub mod image;
 pub mod man;
 pub mod registry;
+pub mod store;
+pub mod tarball;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
