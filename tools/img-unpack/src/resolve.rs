@@ -291,11 +291,18 @@ pub fn open_in_root(root: BorrowedFd<'_>, path: &CleanPath, flags: libc::c_int) 
 /// The directory `dir` as an `O_PATH` descriptor, created (mode 0755,
 /// owned by root) with any missing parents, all inside the root.
 pub fn mkdir_all(root: BorrowedFd<'_>, dir: &CleanPath) -> std::io::Result<OwnedFd> {
+    mkdir_all_depth(root, dir, 0)
+}
+
+fn mkdir_all_depth(root: BorrowedFd<'_>, dir: &CleanPath, depth: usize) -> std::io::Result<OwnedFd> {
+    if depth > 40 {
+        return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+    }
     match open_in_root(root, dir, libc::O_PATH | libc::O_DIRECTORY) {
         Ok(fd) => Ok(fd),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             let Some((parent, name)) = dir.split_last() else { return Err(e) };
-            let pfd = mkdir_all(root, &parent)?;
+            let pfd = mkdir_all_depth(root, &parent, depth + 1)?;
             let c = cstr(name)?;
             // SAFETY: valid string and live descriptor.
             if unsafe { libc::mkdirat(pfd.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
@@ -306,7 +313,24 @@ pub fn mkdir_all(root: BorrowedFd<'_>, dir: &CleanPath) -> std::io::Result<Owned
             }
             // Resolve again from the root: `name` may be a symlink planted
             // by an earlier entry, which must resolve inside the root too.
-            open_in_root(root, dir, libc::O_PATH | libc::O_DIRECTORY)
+            match open_in_root(root, dir, libc::O_PATH | libc::O_DIRECTORY) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    // A dangling symlink: create what it points at, inside
+                    // the root, as tar does when it follows one.
+                    let target = readlinkat(pfd.as_fd(), &c)?;
+                    let joined = if target.first() == Some(&b'/') {
+                        CleanPath::new(&target)
+                    } else {
+                        let mut p = parent.to_bytes();
+                        p.push(b'/');
+                        p.extend_from_slice(&target);
+                        CleanPath::new(&p)
+                    };
+                    mkdir_all_depth(root, &joined, depth + 1)?;
+                    open_in_root(root, dir, libc::O_PATH | libc::O_DIRECTORY)
+                }
+                other => other,
+            }
         }
         Err(e) => Err(e),
     }
