@@ -151,6 +151,19 @@ impl StateRoot {
         self.locks_dir().join("store.lock")
     }
 
+    /// Held shared by img-unpack while it makes snapshots and exclusively
+    /// by img-rm's collection, so that no snapshot in the making is swept.
+    /// Collection takes it before the store lock, never after.
+    pub fn snapshots_lock(&self) -> PathBuf {
+        self.locks_dir().join("snapshots.lock")
+    }
+
+    /// Held shared by img-fetch for a whole pull (blobs land before the
+    /// index names them) and exclusively by img-rm's collection.
+    pub fn fetch_lock(&self) -> PathBuf {
+        self.locks_dir().join("fetch.lock")
+    }
+
     /// A per-blob lock, so that two fetches of the same blob download it once.
     pub fn blob_lock(&self, digest: &Digest) -> PathBuf {
         self.locks_dir().join(format!("blob-{}.lock", digest.hex()))

@@ -179,11 +179,6 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
     see_also: "img-fetch(1), img-list(1), img-rm(1), ctr-spawn(1), umoci-unpack(1), kist-state(5), kist-records(5)",
 };
 
-/// The lock unpackers hold shared and garbage collection exclusively.
-pub fn snapshots_lock(root: &StateRoot) -> PathBuf {
-    root.locks_dir().join("snapshots.lock")
-}
-
 /// An image to unpack, known fully.
 #[derive(Debug, Clone)]
 struct ImageJob {
@@ -261,6 +256,8 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
         .copied()
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
 
+    // Collection waits for this: blobs read and snapshots made stay put.
+    let _lock = Lock::shared(&root.snapshots_lock())?;
     if let Some((dir, bundle)) = flat {
         let image = if !words.is_empty() {
             if words.len() > 1 {
@@ -282,7 +279,6 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
         return flatten(&root, &image, &dir, bundle);
     }
 
-    let _lock = Lock::shared(&snapshots_lock(&root))?;
     let snaps = Snapshots::new(&root, jobs);
     let mut failures: Vec<Error> = Vec::new();
     std::thread::scope(|scope| -> Result<(), Error> {

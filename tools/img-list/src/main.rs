@@ -1,0 +1,10 @@
+//! img-list's entry point: parse, run, report.
+
+fn main() {
+    kist_common::diag::set_tool_name("img-list");
+    let matches = img_list::command().get_matches();
+    if let Err(e) = img_list::run(&matches) {
+        kist_common::diag::report(&e);
+        std::process::exit(i32::from(kist_common::HasExitCode::exit_code(&e).code()));
+    }
+}
