@@ -19,6 +19,7 @@ pub mod output;
 pub mod record;
 pub mod reference;
 pub mod root;
+pub mod security;
 pub mod store;
 
 pub use digest::Digest;
