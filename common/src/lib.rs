@@ -9,6 +9,7 @@
 
 pub mod container;
 pub mod catalog;
+pub mod cgroup;
 pub mod diag;
 pub mod digest;
 pub mod exit;
