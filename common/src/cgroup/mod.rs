@@ -26,13 +26,12 @@
 //! it waits for the kernel to see the cgroup empty, then removes the
 //! container's directories (only those; the shared `kist` parent stays).
 //!
-//! Device rules: on v1 the `devices` controller gets `devices.deny a` and
-//! then every rule in order. On v2 the kernel has no devices file: device
-//! access is then limited only by the device nodes the runtime puts into
-//! the container's `/dev` (and by capabilities: no CAP_MKNOD misuse beyond
-//! what a node grants) — [`Cgroup::devices_enforced`] reports `false`
-//! there, and `create` does not fail. (An eBPF BPF_PROG_TYPE_CGROUP_DEVICE
-//! program would close this; not implemented yet.)
+//! Device rules: on v1 the `devices` controller gets every rule in order
+//! (Docker's list starts with `deny a`). On v2 the kernel has no devices
+//! file: the rules are compiled into an eBPF BPF_PROG_TYPE_CGROUP_DEVICE
+//! program attached to the cgroup ([`devices`]), as runc and crun do.
+//! Applying rules again attaches a further program (BPF_F_ALLOW_MULTI): all
+//! attached programs must allow, so an update can only restrict.
 //!
 //! # Why not cgroups-rs
 //!
@@ -51,6 +50,7 @@ use std::time::Duration;
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
+pub mod devices;
 pub mod v1;
 pub mod v2;
 
@@ -104,6 +104,8 @@ pub trait CgroupFs: Send + Sync + std::fmt::Debug {
     fn list(&self, path: &Path) -> std::io::Result<Vec<String>>;
     /// Whether `path` is a directory.
     fn is_dir(&self, path: &Path) -> bool;
+    /// Attaches a cgroup v2 device program to the cgroup `dir`.
+    fn attach_devices(&self, dir: &Path, prog: &[devices::BpfInsn]) -> std::io::Result<()>;
 }
 
 /// The kernel's cgroup file systems.
@@ -134,6 +136,9 @@ impl CgroupFs for RealFs {
     }
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
+    }
+    fn attach_devices(&self, dir: &Path, prog: &[devices::BpfInsn]) -> std::io::Result<()> {
+        devices::attach(dir, prog)
     }
 }
 
@@ -239,6 +244,11 @@ impl CgroupFs for FakeFs {
     }
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
+    }
+    /// Records the program's length in `kist.devices.bpf` (not a kernel
+    /// file) so tests can see that a program was attached.
+    fn attach_devices(&self, dir: &Path, prog: &[devices::BpfInsn]) -> std::io::Result<()> {
+        std::fs::write(dir.join("kist.devices.bpf"), format!("{} instructions\n", prog.len()))
     }
 }
 

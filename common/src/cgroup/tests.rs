@@ -274,7 +274,11 @@ fn v2_create_enables_controllers_and_converts() {
     assert_eq!(read(d.join("cpuset.cpus")), "0");
     assert_eq!(read(d.join("pids.max")), "10");
     assert_eq!(read(d.join("io.weight")), format!("default {}", 1 + (300 - 10) * 9999 / 990));
-    assert!(!cg.devices_enforced());
+    assert!(cg.devices_enforced());
+    assert_eq!(
+        read(d.join("kist.devices.bpf")),
+        format!("{} instructions", devices::compile(&docker_default_devices()).len())
+    );
     cg.add_pid(9).unwrap();
     assert_eq!(cg.pids().unwrap(), vec![9]);
     assert!(!cg.oom_killed().unwrap());

@@ -170,6 +170,14 @@ impl CgroupManager for V2Cgroup {
             let w = 1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990;
             self.write("io.weight", &format!("default {w}"))?;
         }
+        if let Some(rules) = r.devices() {
+            let prog = super::devices::compile(rules);
+            self.fs.attach_devices(&self.dir, &prog).map_err(|source| CgroupError::Io {
+                op: "attach device program to",
+                path: self.dir.clone(),
+                source,
+            })?;
+        }
         if let Some(u) = r.unified() {
             let mut keys: Vec<_> = u.keys().collect();
             keys.sort();
@@ -246,7 +254,7 @@ impl CgroupManager for V2Cgroup {
     }
 
     fn devices_enforced(&self) -> bool {
-        false
+        true
     }
 
     fn paths(&self) -> Vec<PathBuf> {
