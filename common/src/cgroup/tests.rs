@@ -386,7 +386,9 @@ fn real_host_cgroup_roundtrip() {
         .devices(docker_default_devices())
         .build()
         .unwrap();
+    let t = std::time::Instant::now();
     let cg = create(&l, &name, &r).unwrap();
+    eprintln!("create with Docker's device rules on {:?}: {:?}", l.version, t.elapsed());
     let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     let pid = child.id();
     let added = cg.add_pid(pid);
@@ -421,7 +423,9 @@ fn real_host_cgroup_roundtrip() {
     })();
     let _ = child.kill();
     let _ = child.wait();
+    let t = std::time::Instant::now();
     cg.destroy(Duration::from_secs(5)).unwrap();
+    eprintln!("destroy: {:?}", t.elapsed());
     for p in cg.paths() {
         assert!(!p.exists(), "{} left behind", p.display());
     }

@@ -230,8 +230,13 @@ impl Profile {
     /// Filters the rules for `target` the way moby's `setupSeccomp` does and
     /// returns the OCI profile for the container's spec.
     pub fn resolve(&self, target: &Target) -> LinuxSeccomp {
+        self.clone().into_resolved(target)
+    }
+
+    /// [`Profile::resolve`] without copying the rules.
+    pub fn into_resolved(self, target: &Target) -> LinuxSeccomp {
         let arch_name = moby_arch_name(target.arch);
-        let mut arches = self.architectures.clone();
+        let mut arches = self.architectures;
         if let Some((a, subs)) = self.arch_map.iter().find(|(a, _)| *a == target.arch) {
             arches.push(*a);
             arches.extend(subs.iter().copied());
@@ -240,7 +245,7 @@ impl Profile {
         let kernel_ge = |v: (u32, u32)| target.kernel >= v;
         let syscalls: Vec<LinuxSyscall> = self
             .rules
-            .iter()
+            .into_iter()
             .filter(|r| {
                 let ex = &r.excludes;
                 if ex.arches.iter().any(|a| a == arch_name)
@@ -258,13 +263,13 @@ impl Profile {
                 }
                 true
             })
-            .map(|r| r.syscall.clone())
+            .map(|r| r.syscall)
             .collect();
         let mut out = LinuxSeccomp::default();
         out.set_default_action(self.default_action);
         out.set_default_errno_ret(self.default_errno_ret);
         out.set_architectures((!arches.is_empty()).then_some(arches));
-        out.set_flags((!self.flags.is_empty()).then(|| self.flags.clone()));
+        out.set_flags((!self.flags.is_empty()).then_some(self.flags));
         out.set_syscalls(Some(syscalls));
         out
     }
@@ -538,7 +543,7 @@ fn parse_arg_words(w: &[&str]) -> Result<LinuxSeccompArg, String> {
 /// `arch` (normally [`native_arch`]).
 pub fn docker_default(caps_: &LinuxCapabilities, arch: Arch) -> LinuxSeccomp {
     match Profile::parse_text(DEFAULT_PROFILE) {
-        Ok(p) => p.resolve(&Target::new(caps_, arch)),
+        Ok(p) => p.into_resolved(&Target::new(caps_, arch)),
         // The embedded profile is tested to parse; should it ever not, deny
         // everything rather than run unconfined.
         Err(_) => {
@@ -556,7 +561,7 @@ pub fn parse_docker_profile(
     caps_: &LinuxCapabilities,
     arch: Arch,
 ) -> Result<Option<LinuxSeccomp>, SeccompError> {
-    Ok(Profile::parse_docker_json(json)?.map(|p| p.resolve(&Target::new(caps_, arch))))
+    Ok(Profile::parse_docker_json(json)?.map(|p| p.into_resolved(&Target::new(caps_, arch))))
 }
 
 // ---------------------------------------------------------------------------

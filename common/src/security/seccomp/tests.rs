@@ -482,3 +482,39 @@ fn timing_breakdown() {
     }
     eprintln!("compile {:?}", t.elapsed() / 100);
 }
+
+/// A real-world profile in Docker's JSON format: containers/common's
+/// (installed with skopeo as golang-github-containers-common). Skipped when
+/// absent.
+#[test]
+fn parses_compiles_and_loads_containers_common_profile() {
+    let Ok(json) = std::fs::read("/usr/share/containers/seccomp.json") else {
+        eprintln!("skipped: /usr/share/containers/seccomp.json not installed");
+        return;
+    };
+    let s = parse_docker_profile(&json, &caps::docker_default(), native_arch()).unwrap().unwrap();
+    assert!(s.syscalls().as_ref().unwrap().len() > 5);
+    // Without CAP_SYS_MODULE that profile answers delete_module with an
+    // explicit EPERM rule, which differs from its default (ENOSYS); were it
+    // executed, a null name would only fail with EFAULT.
+    let dm = rules_for(&s, "delete_module");
+    assert_eq!(dm.len(), 1);
+    assert_eq!((dm[0].action(), dm[0].errno_ret()), (LinuxSeccompAction::ScmpActErrno, Some(1)));
+    assert_eq!(s.default_errno_ret(), Some(38));
+    let want = libc::EPERM;
+    let prog = compile(&s).unwrap();
+    let code = in_child(move || {
+        if no_new_privs().is_err() || load(&prog).is_err() {
+            return 10;
+        }
+        // SAFETY: getpid has no arguments; delete_module gets a null name.
+        let ok = unsafe { libc::getpid() } > 0
+            && errno_of(unsafe { libc::syscall(libc::SYS_delete_module, 0usize, 0) }) == want;
+        if ok {
+            0
+        } else {
+            11
+        }
+    });
+    assert_eq!(code, 0);
+}
