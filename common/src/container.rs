@@ -140,6 +140,19 @@ pub struct ContainerState {
     /// Named volumes mounted into the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// Those of `volumes` that are anonymous (the image's VOLUME entries,
+    /// `-v /dst`): `ctr-kill --rm -v` deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anonymous_volumes: Vec<String>,
+    /// The signal `ctr-kill --stop` sends first (the image's StopSignal or
+    /// `--stop-signal`), a name or number; TERM when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Set by `ctr-kill --stop`/`--rm` before it signals: the user stopped
+    /// the container, so no restart policy may bring it back (and
+    /// `unless-stopped` stays down across `--restore`). Cleared by a start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_by_user: bool,
 }
 
 /// The files and directories of one container.
@@ -202,7 +215,8 @@ impl ContainerState {
                 ContainerError::Read { path: path.to_path_buf(), source }
             }
         })?;
-        serde_json::from_slice(&bytes).map_err(|source| ContainerError::Parse { path: path.to_path_buf(), source })
+        serde_json::from_slice(&bytes)
+            .map_err(|source| ContainerError::Parse { path: path.to_path_buf(), source })
     }
 
     /// Replaces `state.json` atomically (the caller holds the lock).
@@ -227,6 +241,12 @@ impl ContainerState {
             started_at: self.started_at.clone(),
             finished_at: self.finished_at.clone(),
             labels: self.labels.clone(),
+            names: vec![self.name.clone()],
+            status: String::new(),
+            ports: Vec::new(),
+            restart_count: self.restart_count,
+            note: None,
+            removed: false,
         }
     }
 }
@@ -256,12 +276,8 @@ pub fn claim_name(root: &StateRoot, name: &str, id: &str) -> Result<(), Containe
     // A claim is written in full under a temporary name and then linked in:
     // link(2) fails if the name exists, so readers never see an empty claim.
     let tmp = crate::fsutil::temp_sibling(&path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(write_err)?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp).map_err(write_err)?;
     let wrote = f.write_all(id.as_bytes()).and_then(|_| f.sync_all());
     drop(f);
     let result = wrote.and_then(|_| std::fs::hard_link(&tmp, &path));
@@ -286,7 +302,9 @@ pub fn release_name(root: &StateRoot, name: &str, id: &str) {
 
 /// The kernel's boot id, empty if unreadable.
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The current time in RFC 3339 with nanoseconds, UTC, as Docker prints it.
@@ -310,12 +328,7 @@ pub fn rfc3339(secs: i64, nanos: u32) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 #[cfg(test)]

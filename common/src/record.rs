@@ -169,6 +169,24 @@ pub struct ContainerRecord {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Docker's `Names`: the container's names (without the leading slash).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Docker's STATUS words: "Up 5 seconds", "Exited (0) 2 minutes ago".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    /// Published ports, `docker ps`' PORTS (empty until networking exists).
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Why `state` differs from what state.json records (a dead owner, a
+    /// reboot), as ctr-list judges it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// ctr-kill --rm removed the container: this is its last record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 /// A failure that a later tool in a pipe may want to see as data.

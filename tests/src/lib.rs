@@ -6,6 +6,7 @@
 pub mod image;
 pub mod man;
 pub mod registry;
+pub mod spawn;
 pub mod store;
 pub mod tarball;
 pub mod tree;

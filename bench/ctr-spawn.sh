@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# bench/ctr-spawn.sh: container start-to-exit time of `ctr-spawn --rm` running
+# `true` from an unpacked busybox image, side by side in one run with
+# `runc run` and `crun run` of an equivalent bundle (the config.json
+# ctr-spawn wrote, over a plain copy of the same root) and `docker run --rm`
+# (a dockerd started for the run on a temporary data root, stopped after).
+#
+# crun 1.8 refuses this host's hybrid cgroup layout, so crun runs inside
+# `unshare -m` with cgroup2 mounted on /sys/fs/cgroup and without
+# linux.resources in its config; ctr-spawn is measured again in that same
+# environment so that the crun comparison is like for like.
+#
+# Prints a markdown section on stdout; progress on stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${KIST_BIN_DIR:-$PWD/target/release}
+OUT=${BENCH_OUT:-/tmp/kist-bench}
+RUNS=${BENCH_RUNS:-50}
+mkdir -p "$OUT"
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need hyperfine hyperfine
+need runc runc
+need crun crun
+need dockerd docker.io
+need jq jq
+[ -x "$BIN/ctr-spawn" ] || { echo "ctr-spawn not built in $BIN (cargo build --release -p ctr-spawn)" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/kist-bench-spawn.XXXXXX)
+dpid=
+cleanup() {
+    [ -n "$dpid" ] && { kill "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true; }
+    umount -R "$tmp/docker" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# The unpacked image: one snapshot holding busybox-static and its applets.
+root=$tmp/root
+snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
+mkdir -p "$snap/bin" "$snap/etc" "$snap/root" "$snap/tmp" "$snap/proc" "$snap/sys" "$snap/dev"
+chmod 1777 "$snap/tmp"
+cp /bin/busybox "$snap/bin/"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$snap/bin/$a"; done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$snap/etc/passwd"
+printf 'root:x:0:\n' > "$snap/etc/group"
+id=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
+printf '{"type":"snapshot","schemaVersion":1,"id":"%s","snapshots":["%s"],"chainIds":["%s"],"platform":{"os":"linux","architecture":"amd64"},"config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"store":"%s"}\n' \
+    "$id" "$snap" "$id" "$root" > "$tmp/record.json"
+
+# The equivalent bundle: the config.json ctr-spawn writes, over a copy.
+"$BIN/ctr-spawn" --root "$root" --cidfile "$tmp/cid" -- true < "$tmp/record.json"
+cdir=$root/containers/$(cat "$tmp/cid")
+bundle=$tmp/bundle
+mkdir -p "$bundle"
+cp -a "$snap" "$bundle/rootfs"
+cp "$cdir/hosts" "$cdir/hostname" "$cdir/resolv.conf" "$bundle/"
+jq --arg b "$bundle" '.root.path = ($b + "/rootfs") | .root.readonly = false
+    | .mounts |= map(if .type == "bind" and (.source | test("/(hosts|hostname|resolv.conf)$")) then .source = ($b + "/" + (.source | split("/") | last)) else . end)
+    | .linux.cgroupsPath = "/kist-bench/runc"' "$cdir/config.json" > "$bundle/config.json"
+crun_bundle=$tmp/crun-bundle
+mkdir -p "$crun_bundle"
+jq 'del(.linux.resources) | del(.linux.cgroupsPath)' "$bundle/config.json" > "$crun_bundle/config.json"
+rm -rf "$cdir"
+
+# dockerd for the run, on its own data root, socket and exec root.
+echo "ctr-spawn bench: starting dockerd" >&2
+sock=unix://$tmp/d.sock
+dockerd --data-root "$tmp/docker" --exec-root "$tmp/exec" --pidfile "$tmp/d.pid" -H "$sock" >"$tmp/dockerd.log" 2>&1 &
+dpid=$!
+for _ in $(seq 150); do docker -H "$sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+tar -C "$snap" -c . | docker -H "$sock" import - kist-bench/busybox:latest >/dev/null
+docker -H "$sock" run --rm kist-bench/busybox:latest true
+
+echo "ctr-spawn bench: host (ctr-spawn, runc, docker)" >&2
+hyperfine --warmup 5 --runs "$RUNS" --export-json "$OUT/ctr-spawn-host.json" \
+    -n ctr-spawn "$BIN/ctr-spawn --root $root --rm -- true < $tmp/record.json" \
+    -n runc "runc --root $tmp/runc run -b $bundle kist-bench-runc" \
+    -n docker "docker -H $sock run --rm kist-bench/busybox:latest true" >&2
+
+echo "ctr-spawn bench: unshare -m + cgroup2 (ctr-spawn, crun)" >&2
+unshare -m bash -c "mount -t cgroup2 none /sys/fs/cgroup && \
+    hyperfine --warmup 5 --runs $RUNS --export-json $OUT/ctr-spawn-cg2.json \
+      -n ctr-spawn '$BIN/ctr-spawn --root $root --rm -- true < $tmp/record.json' \
+      -n crun 'crun --root $tmp/crun run -b $crun_bundle kist-bench-crun'" >&2
+
+median() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median * 1000' "$1"; }
+ks=$(median "$OUT/ctr-spawn-host.json" ctr-spawn)
+rs=$(median "$OUT/ctr-spawn-host.json" runc)
+ds=$(median "$OUT/ctr-spawn-host.json" docker)
+k2=$(median "$OUT/ctr-spawn-cg2.json" ctr-spawn)
+cs=$(median "$OUT/ctr-spawn-cg2.json" crun)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a }'; }
+
+cat <<EOF
+## ctr-spawn: start, run \`true\`, tear down
+
+\`ctr-spawn --rm -- true\` from an unpacked busybox image (the snapshot record on stdin; overlay root, Docker's
+default namespaces, mounts, capabilities, seccomp profile, cgroup), against \`runc run\` and \`crun run\` of the
+same config.json over a plain copy of the root (no overlay to mount), and \`docker run --rm\` (docker $(docker -H "$sock" version --format '{{.Server.Version}}'),
+its own dockerd on a temporary data root). hyperfine, $RUNS runs after 5 warm-ups, one run of this script.
+
+crun refuses this host's hybrid cgroup layout: it was measured inside \`unshare -m\` with cgroup2 mounted on
+/sys/fs/cgroup and without \`linux.resources\` in its config, and ctr-spawn was measured again in that same
+environment for the comparison.
+
+| command | median | ctr-spawn / peer |
+|---|---|---|
+| \`ctr-spawn --rm -- true\` (host) | $(ms "$ks") | 1 |
+| \`runc run\` (host) | $(ms "$rs") | $(ratio "$ks" "$rs") |
+| \`docker run --rm\` (host) | $(ms "$ds") | $(ratio "$ks" "$ds") |
+| \`ctr-spawn --rm -- true\` (unshare -m, cgroup2) | $(ms "$k2") | 1 |
+| \`crun run\` (unshare -m, cgroup2, no resources) | $(ms "$cs") | $(ratio "$k2" "$cs") |
+
+Goal: below crun's median, at most 1/20 (0.05) of docker's.
+
+EOF

@@ -1,0 +1,477 @@
+//! The translation of `docker run`'s options and the image's config into an
+//! OCI runtime bundle: `config.json` with what Docker (moby) puts there by
+//! default — mounts, masked and read-only paths, namespaces, capabilities,
+//! seccomp, rlimits, device rules and resources — and the container's
+//! generated `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`.
+
+use std::path::{Path, PathBuf};
+
+use kist_common::container::ContainerPaths;
+use kist_common::record::RunConfig;
+use kist_common::security::{caps, rlimits, seccomp};
+use oci_spec::runtime::{LinuxCapabilities, Spec};
+use serde_json::{json, Value};
+
+use crate::options::{MountSpec, Network, Options, Seccomp};
+use crate::Error;
+
+/// Docker's default PATH for containers whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// moby's default masked paths.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// moby's default read-only paths.
+pub const READONLY_PATHS: &[&str] =
+    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// A named volume the container uses and whether it must be filled from
+/// the image's content at its mount point (it was created just now).
+#[derive(Debug, Clone)]
+pub struct VolumeUse {
+    pub name: String,
+    pub data: PathBuf,
+    pub target: String,
+    pub fill: bool,
+    pub anonymous: bool,
+}
+
+/// Everything the runtime needs beyond config.json.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub paths: ContainerPaths,
+    pub spec: Spec,
+    /// Overlay lower directories, highest layer first.
+    pub lowerdirs: Vec<PathBuf>,
+    pub volumes: Vec<VolumeUse>,
+    pub init: bool,
+    pub interactive: bool,
+    /// `kist/<id>`: the cgroup path under each hierarchy.
+    pub cgroup_path: String,
+    /// A cgroup is only made when limits were asked for or devices must be
+    /// confined; Docker always makes one, and so do we.
+    pub hostname: String,
+}
+
+/// Inputs that are not in [`Options`].
+pub struct Inputs<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub paths: &'a ContainerPaths,
+    pub image: &'a RunConfig,
+    /// Snapshot directories, lowest first.
+    pub snapshots: &'a [PathBuf],
+    pub volumes_dir: &'a Path,
+}
+
+/// Builds the bundle's spec and the plan; creates the named volumes that
+/// do not exist yet. Warnings (clamped rlimits) go to stderr.
+pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
+    let lowerdirs: Vec<PathBuf> = inp.snapshots.iter().rev().cloned().collect();
+    let hostname = if opts.uts_host || opts.network == Network::Host {
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    } else {
+        opts.hostname.clone().unwrap_or_else(|| inp.id[..12].to_string())
+    };
+
+    // The process.
+    let passwd = crate::user::read_from_layers(&lowerdirs, Path::new("etc/passwd"));
+    let group = crate::user::read_from_layers(&lowerdirs, Path::new("etc/group"));
+    let user_spec = opts.user.clone().unwrap_or_else(|| inp.image.user.clone());
+    let user = crate::user::resolve(&user_spec, &passwd, &group)
+        .map_err(|e| Error::Usage(format!("unable to find user {user_spec}: {e}")))?;
+    let args = command_line(opts, inp.image)?;
+    let env = environment(opts, inp.image, &hostname, &user.home);
+    let cwd = opts
+        .workdir
+        .clone()
+        .or_else(|| Some(inp.image.working_dir.clone()).filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".to_string());
+
+    // Security.
+    let capabilities: LinuxCapabilities = if opts.privileged {
+        caps::all_supported().map_err(|e| Error::Security(e.to_string()))?
+    } else {
+        caps::adjust(&caps::docker_default(), &opts.cap_add, &opts.cap_drop)
+            .map_err(|e| Error::Security(e.to_string()))?
+    };
+    let seccomp_profile = if opts.privileged {
+        None
+    } else {
+        match &opts.seccomp {
+            Seccomp::Unconfined => None,
+            Seccomp::Default => Some(seccomp::docker_default(&capabilities, seccomp::native_arch())),
+            Seccomp::File(f) => {
+                let bytes = std::fs::read(f).map_err(Error::io("cannot read seccomp profile", f))?;
+                seccomp::parse_docker_profile(&bytes, &capabilities, seccomp::native_arch())
+                    .map_err(|e| Error::Security(format!("seccomp profile {}: {e}", f.display())))?
+            }
+        }
+    };
+    let mut limits = rlimits::docker_default().map_err(|e| Error::Security(e.to_string()))?;
+    let mut overrides = Vec::new();
+    for u in &opts.ulimit_list() {
+        overrides.push(rlimits::parse_ulimit(u).map_err(|e| Error::Usage(e.to_string()))?);
+    }
+    limits = rlimits::merge(&limits, &overrides);
+    let (limits, warnings) = rlimits::clamp_to_host(&limits);
+    for w in warnings {
+        kist_common::warn!("{w}");
+    }
+
+    // Mounts: Docker's defaults, minus those a user mount replaces, then
+    // the user's, parents before children.
+    let (user_mounts, volumes) = user_mounts(opts, inp)?;
+    let taken = |dst: &str| user_mounts.iter().any(|m| m["destination"] == dst);
+    let mut mounts: Vec<Value> = Vec::new();
+    let sys_opts = if opts.privileged {
+        json!(["nosuid", "noexec", "nodev"])
+    } else {
+        json!(["nosuid", "noexec", "nodev", "ro"])
+    };
+    let cgroup_opts = if opts.privileged {
+        json!(["nosuid", "noexec", "nodev"])
+    } else {
+        json!(["ro", "nosuid", "noexec", "nodev"])
+    };
+    let defaults = [
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": cgroup_opts}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]}),
+    ];
+    for m in defaults {
+        let dst = m["destination"].as_str().unwrap_or_default().to_string();
+        if dst == "/dev/mqueue" && opts.ipc_host {
+            continue;
+        }
+        if !taken(&dst) {
+            mounts.push(m);
+        }
+    }
+    for (file, dst) in [
+        (inp.paths.resolv_conf(), "/etc/resolv.conf"),
+        (inp.paths.hostname(), "/etc/hostname"),
+        (inp.paths.hosts(), "/etc/hosts"),
+    ] {
+        if !taken(dst) {
+            mounts.push(
+                json!({"destination": dst, "type": "bind", "source": file, "options": ["rbind", "rprivate"]}),
+            );
+        }
+    }
+    let mut user_mounts = user_mounts;
+    user_mounts.sort_by_key(|m| m["destination"].as_str().map(|d| d.matches('/').count()).unwrap_or(0));
+    mounts.extend(user_mounts);
+
+    let mut namespaces = vec![json!({"type": "mount"})];
+    if !opts.pid_host {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if !opts.ipc_host {
+        namespaces.push(json!({"type": "ipc"}));
+    }
+    if !opts.uts_host && opts.network != Network::Host {
+        namespaces.push(json!({"type": "uts"}));
+    }
+    if opts.network != Network::Host {
+        namespaces.push(json!({"type": "network"}));
+    }
+    if cgroup2_only() {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
+
+    let cgroup_path = format!("kist/{}", inp.id);
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "resources": resources(opts),
+        "cgroupsPath": format!("/{cgroup_path}"),
+    });
+    if !opts.privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+    }
+    if let Some(s) = &seccomp_profile {
+        linux["seccomp"] = serde_json::to_value(s).map_err(|e| Error::Security(e.to_string()))?;
+    }
+    let spec = json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": opts.tty,
+            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": serde_json::to_value(&capabilities).map_err(|e| Error::Security(e.to_string()))?,
+            "rlimits": serde_json::to_value(&limits).map_err(|e| Error::Security(e.to_string()))?,
+            "noNewPrivileges": opts.no_new_privileges,
+        },
+        "root": {"path": "rootfs", "readonly": opts.read_only},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": linux,
+    });
+    let spec: Spec =
+        serde_json::from_value(spec).map_err(|e| Error::Sys(format!("building config.json: {e}")))?;
+    Ok(Plan {
+        id: inp.id.to_string(),
+        name: inp.name.to_string(),
+        paths: inp.paths.clone(),
+        spec,
+        lowerdirs,
+        volumes,
+        init: opts.init,
+        interactive: opts.interactive,
+        cgroup_path,
+        hostname,
+    })
+}
+
+impl Options {
+    fn ulimit_list(&self) -> Vec<String> {
+        self.ulimits.clone()
+    }
+}
+
+/// True on a pure cgroup v2 host, where Docker gives containers a cgroup namespace.
+pub fn cgroup2_only() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Docker's rules: `--entrypoint` replaces the image's entrypoint and then
+/// the image's Cmd is dropped; arguments replace Cmd.
+pub fn command_line(opts: &Options, image: &RunConfig) -> Result<Vec<String>, Error> {
+    let (entrypoint, cmd): (Vec<String>, Vec<String>) = match &opts.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), opts.command.clone()),
+        Some(e) => (vec![e.clone()], opts.command.clone()),
+        None => (
+            image.entrypoint.clone().unwrap_or_default(),
+            if opts.command.is_empty() {
+                image.cmd.clone().unwrap_or_default()
+            } else {
+                opts.command.clone()
+            },
+        ),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(Error::Usage("no command specified".into()));
+    }
+    Ok(args)
+}
+
+/// Docker's environment: PATH, HOSTNAME, TERM (with -t), then the image's
+/// Env and the user's `-e`/`--env-file`, later ones replacing earlier ones
+/// of the same name in place; HOME from the user's passwd entry if unset.
+pub fn environment(opts: &Options, image: &RunConfig, hostname: &str, home: &str) -> Vec<String> {
+    let mut env: Vec<String> = vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={hostname}")];
+    if opts.tty {
+        env.push("TERM=xterm".into());
+    }
+    let key = |e: &str| e.split('=').next().unwrap_or_default().to_string();
+    for e in image.env.iter().chain(opts.env.iter()) {
+        let k = key(e);
+        match env.iter_mut().find(|x| key(x) == k) {
+            Some(slot) => *slot = e.clone(),
+            None => env.push(e.clone()),
+        }
+    }
+    if !env.iter().any(|e| key(e) == "HOME") {
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// Docker's cgroup resources: memory (swap defaults to twice the memory),
+/// CPU quota over a 100 ms period for --cpus, shares, pids, cpuset, and the
+/// default device rules (deny all, then the standard character devices).
+pub fn resources(opts: &Options) -> Value {
+    let r = &opts.resources;
+    let mut res = json!({});
+    if let (Some(limit), swap) =
+        kist_common::cgroup::docker_memory(r.memory.filter(|m| *m > 0), r.memory_swap)
+    {
+        res["memory"] = json!({"limit": limit, "swap": swap});
+    }
+    let mut cpu = json!({});
+    if let Some((quota, period)) = r.cpus.and_then(kist_common::cgroup::docker_cpus) {
+        cpu["quota"] = json!(quota);
+        cpu["period"] = json!(period);
+    }
+    if let Some(s) = r.cpu_shares {
+        cpu["shares"] = json!(s);
+    }
+    if let Some(set) = &r.cpuset_cpus {
+        cpu["cpus"] = json!(set);
+    }
+    if cpu.as_object().is_some_and(|o| !o.is_empty()) {
+        res["cpu"] = cpu;
+    }
+    if let Some(p) = r.pids_limit.filter(|p| *p != 0) {
+        res["pids"] = json!({"limit": p});
+    }
+    res["devices"] = if opts.privileged {
+        json!([{"allow": true, "access": "rwm"}])
+    } else {
+        serde_json::to_value(kist_common::cgroup::docker_default_devices()).unwrap_or_default()
+    };
+    res
+}
+
+/// The user's mounts as config.json entries, and the volumes they use.
+/// Named volumes are created here (`volumes/<name>/_data`); the image's
+/// VOLUME entries not covered by a mount get anonymous volumes.
+fn user_mounts(opts: &Options, inp: &Inputs<'_>) -> Result<(Vec<Value>, Vec<VolumeUse>), Error> {
+    let mut out = Vec::new();
+    let mut volumes = Vec::new();
+    let mut specs = opts.mounts.clone();
+    for v in &inp.image.volumes {
+        if !specs.iter().any(|m| m.target() == v) && v.starts_with('/') {
+            specs.push(MountSpec::Volume { name: None, target: v.clone(), readonly: false, nocopy: false });
+        }
+    }
+    for m in specs {
+        match m {
+            MountSpec::Bind { source, target, readonly } => {
+                let source = std::fs::canonicalize(&source).map_err(|e| {
+                    Error::Usage(format!(
+                        "invalid mount config for type \"bind\": bind source path does not exist: {}: {e}",
+                        source.display()
+                    ))
+                })?;
+                let mut o = vec!["rbind", "rprivate"];
+                if readonly {
+                    o.push("ro");
+                }
+                out.push(json!({"destination": target, "type": "bind", "source": source, "options": o}));
+            }
+            MountSpec::Volume { name, target, readonly, nocopy } => {
+                let anonymous = name.is_none();
+                let name = match name {
+                    Some(n) => n,
+                    None => crate::names::new_id().map_err(|e| Error::Sys(format!("random: {e}")))?,
+                };
+                let dir = inp.volumes_dir.join(&name);
+                let data = dir.join("_data");
+                let created =
+                    match std::fs::create_dir_all(inp.volumes_dir).and_then(|_| std::fs::create_dir(&dir)) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                        Err(e) => return Err(Error::io("cannot create volume", &dir)(e)),
+                    };
+                if created {
+                    std::fs::create_dir(&data).map_err(Error::io("cannot create volume", &data))?;
+                }
+                let mut o = vec!["rbind", "rprivate"];
+                if readonly {
+                    o.push("ro");
+                }
+                out.push(json!({"destination": target, "type": "bind", "source": data, "options": o}));
+                volumes.push(VolumeUse { name, data, target, fill: created && !nocopy, anonymous });
+            }
+            MountSpec::Tmpfs { target, options } => {
+                let mut o: Vec<String> = vec!["noexec".into(), "nosuid".into(), "nodev".into()];
+                o.extend(options);
+                out.push(json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": o}));
+            }
+        }
+    }
+    Ok((out, volumes))
+}
+
+/// Docker's /etc/hosts for a container without a bridge network.
+pub fn hosts_file(network: Network) -> Vec<u8> {
+    if network == Network::Host {
+        return std::fs::read("/etc/hosts").unwrap_or_default();
+    }
+    b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_vec()
+}
+
+/// The host's resolv.conf as Docker passes it on: with the host network
+/// unchanged; otherwise without loopback nameservers (they do not answer
+/// inside another network namespace), falling back to systemd-resolved's
+/// upstream file and then to Google's public servers, as Docker does.
+pub fn resolv_conf(network: Network) -> Vec<u8> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if network == Network::Host {
+        return host.into_bytes();
+    }
+    let is_loopback_ns = |l: &str| {
+        let mut f = l.split_whitespace();
+        f.next() == Some("nameserver") && f.next().is_some_and(|a| a.starts_with("127.") || a == "::1")
+    };
+    let mut text = host.clone();
+    let only_loopback = !host.lines().any(|l| l.trim_start().starts_with("nameserver") && !is_loopback_ns(l));
+    if only_loopback {
+        if let Ok(upstream) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            text = upstream;
+        }
+    }
+    let mut out: Vec<String> = text.lines().filter(|l| !is_loopback_ns(l)).map(String::from).collect();
+    if !out.iter().any(|l| l.trim_start().starts_with("nameserver")) {
+        out.push("nameserver 8.8.8.8".into());
+        out.push("nameserver 8.8.4.4".into());
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        let m = crate::command().try_get_matches_from(["ctr-spawn", "--root", "/tmp/x"]).unwrap();
+        Options::from_matches(&m).unwrap()
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_follow_docker() {
+        let img = RunConfig {
+            entrypoint: Some(vec!["/ep".into()]),
+            cmd: Some(vec!["a".into()]),
+            ..Default::default()
+        };
+        let mut o = opts();
+        assert_eq!(command_line(&o, &img).unwrap(), vec!["/ep", "a"]);
+        o.command = vec!["b".into()];
+        assert_eq!(command_line(&o, &img).unwrap(), vec!["/ep", "b"]);
+        o.entrypoint = Some("/x".into());
+        o.command = vec![];
+        assert_eq!(command_line(&o, &img).unwrap(), vec!["/x"]);
+        o.entrypoint = Some(String::new());
+        assert!(command_line(&o, &img).is_err());
+    }
+
+    #[test]
+    fn env_order_and_override() {
+        let img = RunConfig { env: vec!["PATH=/bin".into(), "A=1".into()], ..Default::default() };
+        let mut o = opts();
+        o.env = vec!["A=2".into(), "B=3".into()];
+        assert_eq!(
+            environment(&o, &img, "h", "/root"),
+            vec!["PATH=/bin", "HOSTNAME=h", "A=2", "B=3", "HOME=/root"]
+        );
+    }
+}

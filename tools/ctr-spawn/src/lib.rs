@@ -1,0 +1,137 @@
+//! ctr-spawn creates a container from an unpacked image and runs it
+//! attached, as `docker run` does: the CLI and its translation into an OCI
+//! runtime bundle live here and in [`options`] and [`bundle`]; the runtime
+//! that turns a bundle into a running, confined process is [`runtime`], a
+//! library so that the monitor of detached containers can reuse it.
+
+pub mod bundle;
+pub mod error;
+pub mod image;
+pub mod names;
+pub mod options;
+pub mod runtime;
+pub mod user;
+
+use clap::{Arg, ArgAction, Command};
+
+pub use error::Error;
+
+/// The whole command line.
+pub fn command() -> Command {
+    let flag = |name: &'static str| Arg::new(name).long(name).action(ArgAction::SetTrue);
+    let opt = |name: &'static str| Arg::new(name).long(name).value_name("VALUE");
+    let multi = |name: &'static str| Arg::new(name).long(name).action(ArgAction::Append);
+    Command::new("ctr-spawn")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Create and run a container from an unpacked image (docker run)")
+        .long_about(
+            "Create and run a container from an unpacked image, as `docker run` does.\n\n\
+             The image comes as img-unpack's `snapshot` record on stdin, or from the store by \
+             --image REF (the image must have been unpacked with img-unpack first). ctr-spawn \
+             creates containers/<id>/ (an OCI runtime bundle with config.json and state.json), \
+             mounts an overlay of the image's snapshots, runs the command in new mount, pid, \
+             uts, ipc and network namespaces with Docker's default capabilities, seccomp \
+             profile, masked paths, devices and rlimits, waits for it and exits with its status.",
+        )
+        .arg(
+            Arg::new("root")
+                .long("root")
+                .global(true)
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("State root (default $KIST_ROOT, else /var/lib/kist)"),
+        )
+        .arg(opt("image").value_name("REF").help("Run this image from the store (already unpacked by img-unpack) instead of reading a snapshot record"))
+        .arg(opt("name").help("Assign a name to the container"))
+        .arg(flag("rm").help("Remove the container (state, mounts, cgroup) when it exits"))
+        .arg(flag("interactive").short('i').help("Keep stdin open and connect it to the container"))
+        .arg(flag("tty").short('t').help("Allocate a pseudo-terminal"))
+        .arg(multi("env").short('e').value_name("VAR[=VALUE]").help("Set an environment variable"))
+        .arg(multi("env-file").value_name("FILE").help("Read environment variables from a file"))
+        .arg(opt("entrypoint").value_name("CMD").help("Override the image's entrypoint (\"\" clears it)"))
+        .arg(opt("workdir").short('w').value_name("DIR").help("Working directory inside the container"))
+        .arg(opt("user").short('u').value_name("USER[:GROUP]").help("User name or uid, optionally with group"))
+        .arg(opt("hostname").short('h').help("Container host name (default: the id's first 12 digits)"))
+        .arg(multi("label").short('l').value_name("KEY=VALUE").help("Set a label on the container"))
+        .arg(flag("init").help("Run a small reaper as pid 1 that forwards signals"))
+        .arg(flag("read-only").help("Mount the root file system read-only"))
+        .arg(multi("tmpfs").value_name("DIR[:OPTIONS]").help("Mount a tmpfs at DIR"))
+        .arg(multi("volume").short('v').value_name("SRC:DST[:ro|rw]").help("Bind mount a host path or a named volume"))
+        .arg(multi("mount").value_name("type=bind|volume|tmpfs,...").help("Attach a mount (Docker's --mount syntax)"))
+        .arg(opt("network").alias("net").value_name("none|host").help("Network: none (loopback only, default) or host"))
+        .arg(opt("pid").value_name("host").help("Share the host's pid namespace"))
+        .arg(opt("ipc").value_name("private|host").help("IPC namespace: private (default) or host"))
+        .arg(opt("uts").value_name("host").help("Share the host's UTS namespace"))
+        .arg(multi("cap-add").value_name("CAP").help("Add a capability (or ALL)"))
+        .arg(multi("cap-drop").value_name("CAP").help("Drop a capability (or ALL)"))
+        .arg(flag("privileged").help("All capabilities, no seccomp, no masked paths, all devices"))
+        .arg(multi("security-opt").value_name("OPT").help("no-new-privileges[:true], seccomp=unconfined|FILE"))
+        .arg(multi("ulimit").value_name("TYPE=SOFT[:HARD]").help("Set an rlimit (e.g. nofile=1024:2048)"))
+        .arg(opt("memory").short('m').value_name("BYTES").help("Memory limit (e.g. 32m)"))
+        .arg(opt("memory-swap").value_name("BYTES").help("Memory plus swap limit (-1: unlimited)"))
+        .arg(opt("cpus").value_name("N").help("Number of CPUs (e.g. 1.5)"))
+        .arg(opt("cpu-shares").short('c').value_name("N").help("CPU shares (relative weight)"))
+        .arg(opt("pids-limit").value_name("N").help("Limit the number of processes (-1: unlimited)"))
+        .arg(opt("cpuset-cpus").value_name("LIST").help("CPUs the container may use (0-3, 0,1)"))
+        .arg(opt("cidfile").value_name("FILE").help("Write the container id to FILE"))
+        .arg(opt("record").value_name("FILE").help("Write the container record (JSON) to FILE when the container exits"))
+        .arg(
+            Arg::new("command")
+                .value_name("CMD")
+                .num_args(0..)
+                .trailing_var_arg(true)
+                .help("Command and arguments (default: the image's Entrypoint and Cmd)"),
+        )
+        .disable_help_flag(true)
+        .arg(Arg::new("help").long("help").action(ArgAction::Help).help("Print help"))
+        .after_help(
+            "Examples:\n  \
+             img-fetch docker.io/library/busybox:latest | img-unpack | ctr-spawn --rm -- echo hello\n  \
+             ctr-spawn --image busybox --rm -it sh\n  \
+             ctr-spawn --image busybox --rm --memory 32m --pids-limit 10 -- sh -c 'exit 7'; echo $?",
+        )
+}
+
+/// The hand-written man page sections.
+pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
+    json: "Reads one `snapshot` record (img-unpack's output) on stdin unless --image is given; \
+           with --image the image must have been unpacked already (ctr-spawn never unpacks: it fails \
+           with a message naming img-unpack when a snapshot is missing). \
+           Prints nothing on stdout in an attached run: stdout belongs to the container. \
+           --cidfile FILE receives the container id; --record FILE receives the `container` record \
+           (id, name, image, command, created, state, pid, exitCode, oomKilled) when the container exits.",
+    exit_status: "The container's exit status, or 128+N when it was killed by signal N (137: SIGKILL, \
+                  also after the OOM killer, which ctr-spawn reports on stderr).\n\
+                  125  ctr-spawn itself failed: a bad flag, a missing image, a setup error.\n\
+                  126  the command cannot be executed (permission denied, a directory).\n\
+                  127  the command was not found.",
+    files: "containers/<id>/config.json\n    The OCI runtime configuration: the directory is a bundle runc can run \
+            once rootfs/ holds the root file system.\n\
+            containers/<id>/state.json\n    Status, pid, image, snapshots, exit code.\n\
+            containers/<id>/{upper,work,rootfs}\n    Overlay upper and work directories and mount point.\n\
+            names/<name>\n    The id of the container of that name.\n\
+            volumes/<name>/_data\n    Named volumes.",
+    examples: "img-unpack busybox | ctr-spawn --rm -- sh -c 'echo hi; exit 7'\n\
+               ctr-spawn --image busybox --rm -it --name shell sh\n\
+               ctr-spawn --image busybox --rm -v /srv/data:/data:ro --memory 64m -- ls /data",
+    see_also: "img-unpack(1), ctr-list(1), ctr-kill(1), ctr-exec(1), kist-state(5), kist-records(5), runc(8)",
+};
+
+/// Maps a clap error to Docker's convention: usage errors exit 125, as
+/// `docker run` does for a bad flag; --help and --version print and exit 0.
+pub fn clap_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::from(125),
+    }
+}
+
+/// Runs the container; returns the status to exit with.
+pub fn run(matches: &clap::ArgMatches) -> Result<u8, Error> {
+    let opts = options::Options::from_matches(matches)?;
+    runtime::attached::run(opts)
+}

@@ -1,0 +1,48 @@
+//! The container's cgroup through kist_common::cgroup: created with the
+//! bundle's resources before the init may go on, checked for an OOM kill
+//! and removed when the container has exited. What --pid host may leave
+//! running in it is killed first, so the cgroup always goes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kist_common::cgroup;
+use oci_spec::runtime::LinuxResources;
+
+use crate::Error;
+
+pub struct Cgroup {
+    inner: cgroup::Cgroup,
+}
+
+fn err(e: cgroup::CgroupError) -> Error {
+    Error::Cgroup(e.to_string())
+}
+
+/// Creates `kist/<id>` (the bundle's cgroupsPath) with the limits.
+pub fn create(name: &str, resources: &LinuxResources) -> Result<Cgroup, Error> {
+    let layout = cgroup::detect(Path::new("/sys/fs/cgroup")).map_err(err)?;
+    Ok(Cgroup { inner: cgroup::create(&layout, name, resources).map_err(err)? })
+}
+
+impl Cgroup {
+    pub fn add_pid(&self, pid: i32) -> Result<(), Error> {
+        self.inner.add_pid(pid as u32).map_err(err)
+    }
+
+    pub fn oom_killed(&self) -> bool {
+        self.inner.oom_killed().unwrap_or(false)
+    }
+
+    /// Removes the cgroup, killing whatever still runs in it.
+    pub fn destroy(self) -> Result<(), Error> {
+        if self.inner.destroy(Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        for pid in self.inner.pids().unwrap_or_default() {
+            // SAFETY: signalling a process of the container's own cgroup.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        self.inner.destroy(Duration::from_secs(5)).map_err(err)
+    }
+}

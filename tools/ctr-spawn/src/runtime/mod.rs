@@ -1,0 +1,179 @@
+//! The runtime: turns a [`Plan`] (an OCI bundle plus the overlay layers)
+//! into a running container and waits for it. ctr-spawn stays
+//! single-threaded until it clones the init, so the clone is safe; the
+//! init (see [`init`]) does the confinement, the parent only places it in
+//! its cgroup, relays the terminal and signals, and collects the status.
+//! A monitor for detached containers can call [`start`] and [`Running::wait`] too.
+
+pub mod attached;
+pub mod cgroups;
+pub mod fs;
+pub mod init;
+pub mod msg;
+pub mod reaper;
+pub mod tty;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxNamespaceType;
+
+use crate::bundle::Plan;
+use crate::Error;
+
+/// Signals ctr-spawn relays to the container (Docker's sig-proxy) or acts on.
+pub fn relayed_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGCONT,
+        Signal::SIGALRM,
+        Signal::SIGCHLD,
+        Signal::SIGWINCH,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+/// A started container: its init's pid (as the host sees it) and, with -t,
+/// the terminal's master.
+pub struct Running {
+    pub pid: Pid,
+    pub terminal: Option<OwnedFd>,
+}
+
+/// Clones the init into the plan's namespaces, places it in `cgroup`, lets
+/// it build and confine the container and waits until the command is
+/// exec'd (or reports why it could not be).
+pub fn start(plan: &Plan, cgroup: Option<&cgroups::Cgroup>) -> Result<Running, Error> {
+    let tty = plan.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let mut flags: libc::c_long = libc::SIGCHLD as libc::c_long;
+    if let Some(ns) = plan.spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
+        for n in ns {
+            flags |= match n.typ() {
+                LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+                LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+                LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+                LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+                LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+                // Unshared by the init once it is inside its cgroup.
+                _ => 0,
+            } as libc::c_long;
+        }
+    }
+    let (parent_sock, child_sock) = msg::pair().map_err(Error::sys("socketpair"))?;
+    // Non-dumpable from here on (and inherited by the init until it execs):
+    // nothing in the container may open /proc/<pid>/exe or /proc/<pid>/mem
+    // of ctr-spawn or of the init (CVE-2019-5736).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&relayed_signals()), None);
+    // SAFETY: the raw clone syscall with a null stack behaves like fork; the
+    // process is single-threaded, so the child may run ordinary code.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if rc < 0 {
+        return Err(Error::Sys(format!("clone: {}", nix::errno::Errno::last().desc())));
+    }
+    if rc == 0 {
+        drop(parent_sock);
+        init::main(plan, child_sock.as_raw_fd(), tty);
+    }
+    let pid = Pid::from_raw(rc as i32);
+    drop(child_sock);
+    let fail = |e: Error| -> Error {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        e
+    };
+    if let Some(cg) = cgroup {
+        cg.add_pid(pid.as_raw()).map_err(fail)?;
+    }
+    msg::send_go(parent_sock.as_raw_fd())
+        .map_err(|e| fail(Error::Sys(format!("starting the init: {}", e.desc()))))?;
+    let mut terminal = None;
+    loop {
+        match msg::recv(parent_sock.as_raw_fd()) {
+            Ok(msg::Message::Terminal(fd)) => {
+                tty::copy_window_size(fd.as_raw_fd());
+                terminal = Some(fd);
+            }
+            Ok(msg::Message::Execd) => break,
+            Ok(msg::Message::Error { status, message }) => {
+                let _ = waitpid(pid, None);
+                return Err(if status == 126 || status == 127 {
+                    Error::Exec { message, status }
+                } else {
+                    Error::Sys(format!("unable to start container process: {message}"))
+                });
+            }
+            Err(e) => return Err(fail(Error::Sys(format!("talking to the init: {}", e.desc())))),
+        }
+    }
+    Ok(Running { pid, terminal })
+}
+
+impl Running {
+    /// Relays signals and the terminal until the init exits; returns its
+    /// status Docker-style (128+N when killed by signal N).
+    pub fn wait(self, interactive: bool) -> Result<i32, Error> {
+        let sfd = nix::sys::signalfd::SignalFd::with_flags(
+            &relayed_signals(),
+            nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+        )
+        .map_err(Error::sys("signalfd"))?;
+        let mut relay = self.terminal.as_ref().map(|m| tty::Relay::new(m.as_raw_fd(), interactive));
+        loop {
+            let status = match &mut relay {
+                Some(r) => r.poll(sfd.as_raw_fd())?,
+                None => {
+                    let mut p = [libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(p.as_mut_ptr(), 1, -1) };
+                    true
+                }
+            };
+            if !status {
+                continue;
+            }
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGWINCH {
+                    if let Some(m) = &self.terminal {
+                        tty::copy_window_size(m.as_raw_fd());
+                    }
+                } else if sig != libc::SIGCHLD {
+                    if let Ok(s) = Signal::try_from(sig) {
+                        let _ = nix::sys::signal::kill(self.pid, s);
+                    }
+                }
+            }
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    if let Some(r) = &mut relay {
+                        r.drain();
+                    }
+                    return Ok(code);
+                }
+                Ok(WaitStatus::Signaled(_, s, _)) => {
+                    if let Some(r) = &mut relay {
+                        r.drain();
+                    }
+                    return Ok(128 + s as i32);
+                }
+                Ok(_) => continue,
+                Err(nix::errno::Errno::ECHILD) => {
+                    return Err(Error::Sys("the container's init vanished".into()))
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+}
