@@ -4,11 +4,12 @@
 //! loopback port. Everything a fixture starts it stops on drop, by pid.
 
 pub mod image;
-pub mod man;
+pub mod proxy;
 pub mod registry;
 pub mod spawn;
 pub mod store;
 pub mod tarball;
+pub mod token_server;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

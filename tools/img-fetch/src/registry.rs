@@ -535,7 +535,11 @@ impl RegistryClient {
         Ok(digest.map(|digest| ManifestHead {
             digest,
             media_type: h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string),
-            size: resp.content_length(),
+            // reqwest reports the empty body of a HEAD, not the header.
+            size: h
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
         }))
     }
 
