@@ -647,6 +647,14 @@ pub fn docker_default_devices() -> Vec<LinuxDeviceCgroup> {
     ]
 }
 
+/// The rules without those repeated later in the list: a later identical
+/// rule re-establishes the same state for its devices, so the earlier copy
+/// changes nothing (Docker's list plus runc's repeats six rules; each is a
+/// write on v1 and a block of the eBPF program on v2).
+pub fn dedup_device_rules(rules: &[LinuxDeviceCgroup]) -> Vec<&LinuxDeviceCgroup> {
+    rules.iter().enumerate().filter(|(i, r)| !rules[i + 1..].contains(r)).map(|(_, r)| r).collect()
+}
+
 /// A device rule in the v1 `devices.allow` syntax: `c 1:3 rwm`, `a *:* rwm`.
 pub fn device_rule_text(d: &LinuxDeviceCgroup) -> String {
     let typ = d.typ().map(|t| t.as_str().to_string()).unwrap_or_else(|| "a".into());

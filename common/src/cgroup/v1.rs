@@ -183,7 +183,7 @@ impl V1Cgroup {
             // No devices controller: nothing enforces the rules (see mod.rs).
             return Ok(());
         };
-        for d in rules {
+        for d in super::dedup_device_rules(rules) {
             let file = if d.allow() { "devices.allow" } else { "devices.deny" };
             self.write(dir, file, &device_rule_text(d))?;
         }

@@ -171,7 +171,8 @@ impl CgroupManager for V2Cgroup {
             self.write("io.weight", &format!("default {w}"))?;
         }
         if let Some(rules) = r.devices() {
-            let prog = super::devices::compile(rules);
+            let rules: Vec<_> = super::dedup_device_rules(rules).into_iter().cloned().collect();
+            let prog = super::devices::compile(&rules);
             self.fs.attach_devices(&self.dir, &prog).map_err(|source| CgroupError::Io {
                 op: "attach device program to",
                 path: self.dir.clone(),
