@@ -446,3 +446,104 @@ fn real_host_cgroup_roundtrip() {
     }
     check.unwrap();
 }
+
+/// Forks a child that blocks until released, then runs `f` and exits with
+/// its result. Returns (pid, release) where release() lets it go.
+fn held_child(f: fn() -> i32) -> (i32, impl FnOnce()) {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints for pipe(2).
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only reads the pipe, runs `f` and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte from our pipe into a valid buffer.
+        unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) };
+        let code = f();
+        // SAFETY: leave the child without running the harness.
+        unsafe { libc::_exit(code) };
+    }
+    // SAFETY: closing our copy of the read end.
+    unsafe { libc::close(fds[0]) };
+    let w = fds[1];
+    (pid, move || {
+        // SAFETY: writing one byte to the pipe we own, then closing it.
+        unsafe {
+            libc::write(w, b"x".as_ptr().cast(), 1);
+            libc::close(w);
+        }
+    })
+}
+
+fn wait_status(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    status
+}
+
+/// Real host, root only: a memory limit OOM-kills a process that allocates
+/// past it and `oom_killed` says so; a pids limit stops forks.
+#[test]
+fn real_host_oom_and_pids_limit() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let Ok(l) = detect(Path::new("/sys/fs/cgroup")) else {
+        eprintln!("skipped: no cgroups");
+        return;
+    };
+    let name = format!("kist/unit-oom-{}", std::process::id());
+    let (mem, swap) = (16i64 << 20, 16i64 << 20);
+    let r = LinuxResourcesBuilder::default()
+        .memory(LinuxMemoryBuilder::default().limit(mem).swap(swap).build().unwrap())
+        .pids(LinuxPidsBuilder::default().limit(4i64).build().unwrap())
+        .build()
+        .unwrap();
+    let cg = create(&l, &name, &r).unwrap();
+    let (pid, go) = held_child(|| {
+        let mut v: Vec<u8> = Vec::with_capacity(100 << 20);
+        for i in 0..(100 << 20) / 4096 {
+            v.push(0);
+            v.resize((i + 1) * 4096, 1);
+        }
+        0
+    });
+    cg.add_pid(pid as u32).unwrap();
+    go();
+    let status = wait_status(pid);
+    let oom = cg.oom_killed();
+    // Forks beyond the pids limit fail with EAGAIN.
+    let (pid2, go2) = held_child(|| {
+        let mut made = 0;
+        let mut kids = Vec::new();
+        for _ in 0..10 {
+            // SAFETY: the grandchildren sleep briefly and _exit.
+            let p = unsafe { libc::fork() };
+            if p == 0 {
+                std::thread::sleep(Duration::from_millis(300));
+                // SAFETY: leave the grandchild.
+                unsafe { libc::_exit(0) };
+            }
+            if p > 0 {
+                made += 1;
+                kids.push(p);
+            }
+        }
+        for k in kids {
+            wait_status(k);
+        }
+        made
+    });
+    cg.add_pid(pid2 as u32).unwrap();
+    go2();
+    let status2 = wait_status(pid2);
+    cg.destroy(Duration::from_secs(5)).unwrap();
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL, "status {status:#x}");
+    assert!(oom.unwrap(), "oom_killed() after an OOM kill");
+    // 4 pids: the child itself and 3 of its 10 forks.
+    assert!(libc::WIFEXITED(status2));
+    assert_eq!(libc::WEXITSTATUS(status2), 3);
+}
