@@ -20,3 +20,6 @@ pub mod caps;
 pub mod rlimits;
 pub mod seccomp;
 mod syscalls;
+
+#[cfg(test)]
+mod probe_tests;
