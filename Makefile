@@ -51,10 +51,10 @@ unit:
 	$(CARGO) test --workspace --lib
 
 man:
-	$(CARGO) run --quiet -p kist-tests --bin kist-gen-man -- man
+	$(CARGO) run --quiet -p kist-mangen --bin kist-gen-man -- man
 
 man-check:
-	$(CARGO) test -p kist-tests --test man_pages
+	$(CARGO) test -p kist-mangen --test man_pages
 
 bench: deps build
 	KIST_BIN_DIR=$(CURDIR)/$(RELEASE) bash bench/run.sh
@@ -65,7 +65,7 @@ demo: deps build
 install: build $(addprefix install-,$(TOOLS))
 	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man5
 	for p in $(MAN5); do $(INSTALL) -m 644 $$p $(DESTDIR)$(MANDIR)/man5/; done
-	$(CARGO) run --quiet --release -p kist-tests --bin kist-gen-man -- --completions $(DESTDIR)$(DATADIR)
+	$(CARGO) run --quiet --release -p kist-mangen --bin kist-gen-man -- --completions $(DESTDIR)$(DATADIR)
 
 # One tool and its man page, so distributions can package tools separately.
 $(addprefix install-,$(TOOLS)): install-%:

@@ -9,8 +9,12 @@ use kist_common::man::ManExtra;
 
 /// Every Rust tool with its CLI and extra man page sections.
 pub fn tools() -> Vec<(&'static str, clap::Command, ManExtra)> {
+    // One line per tool crate, in the order of the README's table.
     vec![
-        // One line per tool crate; keep in the order of the README's table.
+        ("img-fetch", img_fetch::command(), img_fetch::MAN),
+        ("img-unpack", img_unpack::command(), img_unpack::MAN),
+        ("img-list", img_list::command(), img_list::MAN),
+        ("img-rm", img_rm::command(), img_rm::MAN),
     ]
 }
 

@@ -6,8 +6,8 @@ use std::path::Path;
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
-        [flag, share] if flag == "--completions" => kist_tests::man::write_completions(Path::new(share)),
-        [dir] => kist_tests::man::write_all(Path::new(dir)),
+        [flag, share] if flag == "--completions" => kist_mangen::write_completions(Path::new(share)),
+        [dir] => kist_mangen::write_all(Path::new(dir)),
         _ => {
             eprintln!("usage: kist-gen-man DIR | kist-gen-man --completions SHAREDIR");
             return std::process::ExitCode::from(2);

@@ -1,7 +1,7 @@
 //! The committed man pages match what the tools' clap definitions generate,
 //! every page has the sections a user looks for, and each renders with man.
 
-use kist_tests::man;
+use kist_mangen as man;
 
 #[test]
 fn committed_man_pages_match_the_code() {
