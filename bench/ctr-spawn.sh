@@ -23,6 +23,7 @@ need runc runc
 need crun crun
 need dockerd docker.io
 need jq jq
+need python3 python3
 [ -x "$BIN/ctr-spawn" ] || { echo "ctr-spawn not built in $BIN (cargo build --release -p ctr-spawn)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/kist-bench-spawn.XXXXXX)
@@ -33,6 +34,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+[ -n "${BENCH_KEEP:-}" ] && trap - EXIT
 
 # The unpacked image: one snapshot holding busybox-static and its applets.
 root=$tmp/root
@@ -51,15 +53,26 @@ printf '{"type":"snapshot","schemaVersion":1,"id":"%s","snapshots":["%s"],"chain
 "$BIN/ctr-spawn" --root "$root" --cidfile "$tmp/cid" -- true < "$tmp/record.json"
 cdir=$root/containers/$(cat "$tmp/cid")
 bundle=$tmp/bundle
-mkdir -p "$bundle"
+crun_bundle=$tmp/crun-bundle
+mkdir -p "$bundle" "$crun_bundle"
 cp -a "$snap" "$bundle/rootfs"
 cp "$cdir/hosts" "$cdir/hostname" "$cdir/resolv.conf" "$bundle/"
-jq --arg b "$bundle" '.root.path = ($b + "/rootfs") | .root.readonly = false
-    | .mounts |= map(if .type == "bind" and (.source | test("/(hosts|hostname|resolv.conf)$")) then .source = ($b + "/" + (.source | split("/") | last)) else . end)
-    | .linux.cgroupsPath = "/kist-bench/runc"' "$cdir/config.json" > "$bundle/config.json"
-crun_bundle=$tmp/crun-bundle
-mkdir -p "$crun_bundle"
-jq 'del(.linux.resources) | del(.linux.cgroupsPath)' "$bundle/config.json" > "$crun_bundle/config.json"
+# python3, not jq: jq turns the u64 "unlimited" rlimits into floats runc rejects.
+python3 - "$cdir/config.json" "$bundle" "$crun_bundle" <<'PY'
+import json, sys
+src, bundle, crun = sys.argv[1:4]
+c = json.load(open(src))
+c["root"] = {"path": bundle + "/rootfs", "readonly": False}
+for m in c["mounts"]:
+    name = m.get("source", "").rsplit("/", 1)[-1]
+    if m.get("type") == "bind" and name in ("hosts", "hostname", "resolv.conf"):
+        m["source"] = bundle + "/" + name
+c["linux"]["cgroupsPath"] = "/kist-bench/runc"
+json.dump(c, open(bundle + "/config.json", "w"))
+del c["linux"]["resources"]
+del c["linux"]["cgroupsPath"]
+json.dump(c, open(crun + "/config.json", "w"))
+PY
 rm -rf "$cdir"
 
 # dockerd for the run, on its own data root, socket and exec root.

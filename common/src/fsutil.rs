@@ -62,6 +62,23 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     result.map_err(err)
 }
 
+/// Like [`atomic_write`] (readers see the old or the new content, and a
+/// killed writer leaves no half file) but without the fsyncs: for files
+/// that need not survive a power loss, such as those of a `--rm`
+/// container, which nothing may outlive anyway.
+pub fn atomic_write_nosync(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
+        f.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|source| FsError::Write { path: path.to_path_buf(), source })
+}
+
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
     let mut bytes = serde_json::to_vec_pretty(value)

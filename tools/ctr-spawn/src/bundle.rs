@@ -63,8 +63,6 @@ pub struct Plan {
     pub interactive: bool,
     /// `kist/<id>`: the cgroup path under each hierarchy.
     pub cgroup_path: String,
-    /// A cgroup is only made when limits were asked for or devices must be
-    /// confined; Docker always makes one, and so do we.
     pub hostname: String,
 }
 
@@ -125,7 +123,7 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
     };
     let mut limits = rlimits::docker_default().map_err(|e| Error::Security(e.to_string()))?;
     let mut overrides = Vec::new();
-    for u in &opts.ulimit_list() {
+    for u in &opts.ulimits {
         overrides.push(rlimits::parse_ulimit(u).map_err(|e| Error::Usage(e.to_string()))?);
     }
     limits = rlimits::merge(&limits, &overrides);
@@ -243,12 +241,6 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
         cgroup_path,
         hostname,
     })
-}
-
-impl Options {
-    fn ulimit_list(&self) -> Vec<String> {
-        self.ulimits.clone()
-    }
 }
 
 /// True on a pure cgroup v2 host, where Docker gives containers a cgroup namespace.

@@ -101,7 +101,7 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Resolved, String
     if !explicit_group {
         if let Some(e) = entry {
             for g in &groups {
-                if g.members.iter().any(|m| *m == e.name) && !additional_gids.contains(&g.gid) {
+                if g.members.contains(&e.name) && !additional_gids.contains(&g.gid) {
                     additional_gids.push(g.gid);
                 }
             }

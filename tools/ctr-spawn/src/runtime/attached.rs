@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use kist_common::container::{self, ContainerPaths, ContainerState, Status};
-use kist_common::fsutil::{atomic_write, atomic_write_json, Lock};
+use kist_common::fsutil::{atomic_write, atomic_write_nosync, Lock};
 use kist_common::record::{Record, SnapshotRecord};
 use kist_common::StateRoot;
 
@@ -47,10 +47,23 @@ impl Drop for Created {
     }
 }
 
+/// Writes a container file atomically; fsync'd unless the container is
+/// ephemeral (`--rm`: nothing of it may outlive the run, so a power loss
+/// has nothing to preserve, and the fsyncs would dominate its start time).
+fn put(durable: bool, path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
+    if durable {
+        atomic_write(path, bytes)?;
+    } else {
+        atomic_write_nosync(path, bytes)?;
+    }
+    Ok(())
+}
+
 fn save(root: &StateRoot, state: &ContainerState, paths: &ContainerPaths) -> Result<(), Error> {
     let _lock = container::lock(root, &state.id)?;
-    state.save(&paths.state())?;
-    Ok(())
+    let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| Error::Sys(format!("state.json: {e}")))?;
+    bytes.push(b'\n');
+    put(!state.auto_remove, &paths.state(), &bytes)
 }
 
 fn write_record(path: &Option<PathBuf>, state: &ContainerState) -> Result<(), Error> {
@@ -134,10 +147,14 @@ pub fn run(opts: Options) -> Result<u8, Error> {
         .filter(|v| v.anonymous)
         .filter_map(|v| v.data.parent().map(PathBuf::from))
         .collect();
-    atomic_write(&paths.hostname(), format!("{}\n", plan.hostname).as_bytes())?;
-    atomic_write(&paths.hosts(), &bundle::hosts_file(opts.network))?;
-    atomic_write(&paths.resolv_conf(), &bundle::resolv_conf(opts.network))?;
-    atomic_write_json(&paths.config(), &plan.spec)?;
+    let durable = !opts.rm;
+    put(durable, &paths.hostname(), format!("{}\n", plan.hostname).as_bytes())?;
+    put(durable, &paths.hosts(), &bundle::hosts_file(opts.network))?;
+    put(durable, &paths.resolv_conf(), &bundle::resolv_conf(opts.network))?;
+    let mut config =
+        serde_json::to_vec_pretty(&plan.spec).map_err(|e| Error::Sys(format!("config.json: {e}")))?;
+    config.push(b'\n');
+    put(durable, &paths.config(), &config)?;
 
     let command = plan.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
     let mut state = ContainerState {

@@ -92,9 +92,8 @@ pub fn ensure_in_root(root: RawFd, path: &Path, kind: Kind) -> Result<OwnedFd, E
     let parent_fd = if parent == Path::new("/") || parent.as_os_str().is_empty() {
         open_in_root(root, Path::new("/"), libc::O_PATH | libc::O_DIRECTORY)?
     } else {
-        let p = ensure_in_root(root, parent, Kind::Dir)?;
-        // A directory fd opened with O_PATH is enough for *at calls.
-        p
+        // A directory opened with O_PATH is enough for the *at calls below.
+        ensure_in_root(root, parent, Kind::Dir)?
     };
     let cname = cstr(Path::new(name))?;
     match kind {
