@@ -15,6 +15,7 @@ pub mod digest;
 pub mod exit;
 pub mod fsutil;
 pub mod input;
+pub mod lifecycle;
 pub mod man;
 pub mod output;
 pub mod record;
@@ -22,6 +23,8 @@ pub mod reference;
 pub mod root;
 pub mod security;
 pub mod store;
+pub mod teardown;
+pub mod timefmt;
 
 pub use digest::Digest;
 pub use exit::{ExitCode, HasExitCode};

@@ -3,6 +3,7 @@
 //! host's `busybox-static`, and Debian's `docker-registry` on a free
 //! loopback port. Everything a fixture starts it stops on drop, by pid.
 
+pub mod ctl;
 pub mod image;
 pub mod proxy;
 pub mod registry;
