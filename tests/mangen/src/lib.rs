@@ -29,21 +29,68 @@ fn roff_escape(line: &str) -> String {
     }
 }
 
+/// A section of prose: each line a filled paragraph; indented lines are
+/// kept as they are (commands, JSON shapes).
 fn section(out: &mut String, title: &str, body: &str) {
     if body.trim().is_empty() {
         return;
     }
-    out.push_str(&format!(".SH \"{title}\"\n.nf\n"));
+    out.push_str(&format!(".SH \"{title}\"\n"));
+    let mut literal = false;
+    for line in body.lines() {
+        let is_literal = line.starts_with(' ') || line.starts_with('\t');
+        if is_literal && !literal {
+            out.push_str(".PP\n.nf\n.RS 4\n");
+        } else if !is_literal && literal {
+            out.push_str(".RE\n.fi\n");
+        }
+        literal = is_literal;
+        if is_literal {
+            out.push_str(&roff_escape(line.trim_start()));
+        } else if line.trim().is_empty() {
+            continue;
+        } else {
+            out.push_str(".PP\n");
+            out.push_str(&roff_escape(line));
+        }
+        out.push('\n');
+    }
+    if literal {
+        out.push_str(".RE\n.fi\n");
+    }
+}
+
+/// EXIT STATUS: lines of the form `N  meaning` become a tagged list.
+fn exit_section(out: &mut String, body: &str) {
+    out.push_str(".SH \"EXIT STATUS\"\n");
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let t = line.trim_start();
+        match t.split_once(char::is_whitespace) {
+            Some((code, text)) if code.chars().all(|c| c.is_ascii_digit() || c == '-' || c == '+') => {
+                out.push_str(&format!(".TP\n.B {}\n{}\n", roff_escape(code), roff_escape(text.trim())));
+            }
+            _ => out.push_str(&format!(".PP\n{}\n", roff_escape(t))),
+        }
+    }
+}
+
+/// EXAMPLES are shell commands with comments: kept verbatim.
+fn literal_section(out: &mut String, title: &str, body: &str) {
+    if body.trim().is_empty() {
+        return;
+    }
+    out.push_str(&format!(".SH \"{title}\"\n.nf\n.RS 4\n"));
     for line in body.lines() {
         out.push_str(&roff_escape(line));
         out.push('\n');
     }
-    out.push_str(".fi\n");
+    out.push_str(".RE\n.fi\n");
 }
 
 /// The complete roff page of one tool.
 pub fn render(name: &'static str, cmd: &clap::Command, extra: &ManExtra) -> Result<String, std::io::Error> {
     let cmd = cmd.clone().name(name).bin_name(name);
+    let cmd_has_subcommands = cmd.get_subcommands().next().is_some();
     let man = clap_mangen::Man::new(cmd).date("").source("kist").manual("kist manual");
     let mut buf: Vec<u8> = Vec::new();
     man.render_title(&mut buf)?;
@@ -51,12 +98,14 @@ pub fn render(name: &'static str, cmd: &clap::Command, extra: &ManExtra) -> Resu
     man.render_synopsis_section(&mut buf)?;
     man.render_description_section(&mut buf)?;
     man.render_options_section(&mut buf)?;
-    man.render_subcommands_section(&mut buf)?;
+    if cmd_has_subcommands {
+        man.render_subcommands_section(&mut buf)?;
+    }
     let mut out = String::from_utf8_lossy(&buf).into_owned();
     section(&mut out, "JSON", extra.json);
-    section(&mut out, "EXIT STATUS", extra.exit_status);
+    exit_section(&mut out, extra.exit_status);
     section(&mut out, "FILES", extra.files);
-    section(&mut out, "EXAMPLES", extra.examples);
+    literal_section(&mut out, "EXAMPLES", extra.examples);
     section(&mut out, "SEE ALSO", extra.see_also);
     Ok(out)
 }
