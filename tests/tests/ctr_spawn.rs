@@ -761,3 +761,19 @@ fn cgroup_limits_reach_the_kernel() {
     );
     assert_eq!(out.stdout_str(), "denied\n", "{}", out.stderr_str());
 }
+
+#[test]
+fn interactive_stdin_follows_the_record() {
+    // `img-unpack | ctr-spawn -i`: the record is the first line of stdin,
+    // everything after it is the container's.
+    let root = TestRoot::new();
+    let img = busybox(root.path());
+    let input = format!("{}\nline one\nline two\n", img.record);
+    let out =
+        kist_tests::run_with_stdin(root.cmd("ctr-spawn").args(["--rm", "-i", "--", "cat"]), input.as_bytes());
+    assert_eq!(out.stdout_str(), "line one\nline two\n", "{}", out.stderr_str());
+    // Without -i the container's stdin is /dev/null, as Docker's.
+    let out = kist_tests::run_with_stdin(root.cmd("ctr-spawn").args(["--rm", "--", "cat"]), input.as_bytes());
+    assert_eq!(out.stdout_str(), "");
+    assert_eq!(out.code(), 0);
+}

@@ -61,6 +61,9 @@ pub struct Plan {
     pub volumes: Vec<VolumeUse>,
     pub init: bool,
     pub interactive: bool,
+    /// `--rm`: the overlay is mounted `volatile` (no sync of the upper
+    /// directory at unmount; nothing of it survives the run anyway).
+    pub ephemeral: bool,
     /// `kist/<id>`: the cgroup path under each hierarchy.
     pub cgroup_path: String,
     pub hostname: String,
@@ -238,6 +241,7 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
         volumes,
         init: opts.init,
         interactive: opts.interactive,
+        ephemeral: opts.rm,
         cgroup_path,
         hostname,
     })

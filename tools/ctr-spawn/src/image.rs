@@ -13,13 +13,21 @@ use crate::Error;
 
 /// Reads the first `snapshot` record from stdin (other records are skipped,
 /// an `error` record from an earlier tool in the pipe is reported).
-pub fn from_stdin() -> Result<SnapshotRecord, Error> {
+///
+/// With `-i` the rest of stdin belongs to the container, so the record is
+/// then read one byte at a time: nothing after its line is consumed.
+pub fn from_stdin(keep_rest: bool) -> Result<SnapshotRecord, Error> {
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         return Err(Error::Usage(
             "no image: pipe img-unpack's snapshot record into ctr-spawn, or give --image REF".into(),
         ));
     }
-    for line in std::io::stdin().lock().lines() {
+    let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if keep_rest {
+        Box::new(std::iter::from_fn(unbuffered_line))
+    } else {
+        Box::new(std::io::stdin().lock().lines())
+    };
+    for line in lines {
         let line = line.map_err(Error::Stdin)?;
         let t = line.trim();
         if t.is_empty() {
@@ -35,6 +43,34 @@ pub fn from_stdin() -> Result<SnapshotRecord, Error> {
         }
     }
     Err(Error::Usage("no snapshot record on stdin (is img-unpack's output piped in?)".into()))
+}
+
+/// One line of fd 0 read without buffering; None at end of file.
+fn unbuffered_line() -> Option<std::io::Result<String>> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into a local buffer.
+        let n = unsafe { libc::read(0, b.as_mut_ptr().cast(), 1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Some(Err(e));
+        }
+        if n == 0 {
+            return if line.is_empty() {
+                None
+            } else {
+                Some(Ok(String::from_utf8_lossy(&line).into_owned()))
+            };
+        }
+        if b[0] == b'\n' {
+            return Some(Ok(String::from_utf8_lossy(&line).into_owned()));
+        }
+        line.push(b[0]);
+    }
 }
 
 /// Finds an unpacked image in the store by reference, name or id.

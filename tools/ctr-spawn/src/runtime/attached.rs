@@ -84,7 +84,7 @@ pub fn run(opts: Options) -> Result<u8, Error> {
     let snapshots_lock = Lock::shared(&root.locks_dir().join("snapshots.lock"))?;
     let snap: SnapshotRecord = match &opts.image_ref {
         Some(r) => image::from_store(&root, r)?,
-        None => image::from_stdin()?,
+        None => image::from_stdin(opts.interactive)?,
     };
     if snap.snapshots.is_empty() {
         return Err(Error::Image("the snapshot record names no snapshots".into()));

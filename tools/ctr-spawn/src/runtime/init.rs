@@ -241,11 +241,14 @@ fn mount_overlay(plan: &Plan) -> Result<(), Failure> {
         nix::unistd::chdir(c.as_path()).map_err(setup(format!("chdir {}", c.display())))?;
     }
     let lowerdir = lowerdir.join(":");
-    let data = format!(
+    let mut data = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
         plan.paths.upper().display(),
         plan.paths.work().display()
     );
+    if plan.ephemeral {
+        data.push_str(",volatile");
+    }
     // The kernel reads at most one page of mount(2) options; beyond that
     // (about 60 layers even with short names), the new mount API takes
     // every lower directory in its own fsconfig call.
@@ -287,6 +290,21 @@ fn mount_overlay_fsconfig(plan: &Plan) -> Result<(), Failure> {
     }
     set("upperdir", &plan.paths.upper())?;
     set("workdir", &plan.paths.work())?;
+    if plan.ephemeral {
+        const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+        // SAFETY: valid descriptor and C string, null value for a flag.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd,
+                FSCONFIG_SET_FLAG,
+                c"volatile".as_ptr(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        Errno::result(rc).map_err(setup("fsconfig volatile"))?;
+    }
     // SAFETY: valid descriptor, null key and value.
     let rc = unsafe {
         libc::syscall(
