@@ -598,7 +598,7 @@ fn config_json_is_a_bundle_runc_runs() {
     let id = std::fs::read_to_string(&cid).unwrap();
     let dir = root.path().join("containers").join(&id);
     // The bundle's rootfs is the overlay of the snapshots: mount it for runc.
-    let overlay = kist_tests::tree::Overlay::mount(&[img.snapshot.clone()]);
+    let overlay = kist_tests::tree::Overlay::mount(std::slice::from_ref(&img.snapshot));
     let rootfs = dir.join("rootfs");
     kist_tests::run(std::process::Command::new("mount").arg("--bind").arg(&overlay.merged).arg(&rootfs))
         .assert_ok();
