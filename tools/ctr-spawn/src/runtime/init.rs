@@ -64,12 +64,12 @@ fn run(plan: &Plan, sock: RawFd, tty: bool) -> Result<std::convert::Infallible, 
     // container goes too instead of running unowned.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
-    msg::wait_go(sock).map_err(setup("waiting for the parent"))?;
     let spec = &plan.spec;
-    if has_ns(spec, LinuxNamespaceType::Cgroup) {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .map_err(setup("unshare cgroup namespace"))?;
-    }
+    let gate = Gate {
+        sock,
+        passed: std::cell::Cell::new(false),
+        cgroup_ns: has_ns(spec, LinuxNamespaceType::Cgroup),
+    };
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
 
@@ -92,8 +92,9 @@ fn run(plan: &Plan, sock: RawFd, tty: bool) -> Result<std::convert::Infallible, 
     let r = root.as_raw_fd();
 
     for m in spec.mounts().as_deref().unwrap_or_default() {
-        mount_one(plan, r, m)?;
+        mount_one(plan, r, m, &gate)?;
     }
+    gate.pass()?;
     create_devices(r)?;
     let console = if tty { Some(open_pty(r, sock)?) } else { None };
 
@@ -339,7 +340,34 @@ fn mount_overlay_fsconfig(plan: &Plan) -> Result<(), Failure> {
     Ok(())
 }
 
-fn mount_one(plan: &Plan, root: RawFd, m: &Mount) -> Result<(), Failure> {
+/// The point past which the init must be in its cgroup: the parent's `G`.
+/// The mounts that do not depend on the cgroup are made before it, while
+/// the parent is still writing cgroup files (v1 moves are slow: one RCU
+/// grace period per hierarchy). Nothing before the gate forks, allocates
+/// much or execs; /sys/fs/cgroup (which shows the container's own cgroup)
+/// and everything after the mounts come after it.
+struct Gate {
+    sock: RawFd,
+    passed: std::cell::Cell<bool>,
+    cgroup_ns: bool,
+}
+
+impl Gate {
+    fn pass(&self) -> Result<(), Failure> {
+        if self.passed.get() {
+            return Ok(());
+        }
+        msg::wait_go(self.sock).map_err(setup("waiting for the parent"))?;
+        if self.cgroup_ns {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(setup("unshare cgroup namespace"))?;
+        }
+        self.passed.set(true);
+        Ok(())
+    }
+}
+
+fn mount_one(plan: &Plan, root: RawFd, m: &Mount, gate: &Gate) -> Result<(), Failure> {
     let dst = m.destination();
     let typ = m.typ().as_deref().unwrap_or("bind");
     let options: Vec<String> = m.options().clone().unwrap_or_default();
@@ -384,6 +412,7 @@ fn mount_one(plan: &Plan, root: RawFd, m: &Mount) -> Result<(), Failure> {
         return Ok(());
     }
     if typ == "cgroup" {
+        gate.pass()?;
         return mount_cgroup(root, dst, flags);
     }
     let target = fs::ensure_in_root(root, dst, Kind::Dir).map_err(setup(what("create target for")))?;

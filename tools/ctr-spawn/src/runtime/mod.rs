@@ -88,10 +88,16 @@ pub fn start(plan: &Plan, cgroup: Option<&cgroups::Cgroup>) -> Result<Running, E
     }
     let pid = Pid::from_raw(rc as i32);
     drop(child_sock);
+    // On a failure here the init may already have reported why it stopped
+    // (it sets up mounts before the parent's go): prefer its words.
     let fail = |e: Error| -> Error {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let reported = match msg::recv(parent_sock.as_raw_fd()) {
+            Ok(msg::Message::Error { status, message }) => Some(init_error(status, message)),
+            _ => None,
+        };
         let _ = waitpid(pid, None);
-        e
+        reported.unwrap_or(e)
     };
     if let Some(cg) = cgroup {
         cg.add_pid(pid.as_raw()).map_err(fail)?;
@@ -108,16 +114,21 @@ pub fn start(plan: &Plan, cgroup: Option<&cgroups::Cgroup>) -> Result<Running, E
             Ok(msg::Message::Execd) => break,
             Ok(msg::Message::Error { status, message }) => {
                 let _ = waitpid(pid, None);
-                return Err(if status == 126 || status == 127 {
-                    Error::Exec { message, status }
-                } else {
-                    Error::Sys(format!("unable to start container process: {message}"))
-                });
+                return Err(init_error(status, message));
             }
             Err(e) => return Err(fail(Error::Sys(format!("talking to the init: {}", e.desc())))),
         }
     }
     Ok(Running { pid, terminal })
+}
+
+/// The error for a failure the init reported.
+fn init_error(status: u8, message: String) -> Error {
+    if status == 126 || status == 127 {
+        Error::Exec { message, status }
+    } else {
+        Error::Sys(format!("unable to start container process: {message}"))
+    }
 }
 
 impl Running {
