@@ -602,7 +602,6 @@ impl RegistryClient {
         ranges_ok: &mut bool,
         progress: &dyn Fn(u64, u64),
     ) -> Result<(), RegistryError> {
-        let store_err = |source| RegistryError::Write { what: what.to_string(), source };
         if w.len() > desc.size || !*ranges_ok {
             w.reset()?;
         }
@@ -641,20 +640,44 @@ impl RegistryClient {
             }
         }
         progress(w.len(), desc.size);
-        let mut buf = vec![0u8; 256 << 10];
+        // Reads come a network chunk at a time; gather them so that the
+        // store sees large writes and the hasher large blocks.
+        let mut buf = vec![0u8; 1 << 20];
+        let mut filled = 0;
         loop {
-            let n = match resp.read(&mut buf) {
-                Ok(0) => return Ok(()),
+            let n = match resp.read(&mut buf[filled..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(RegistryError::Body { url: url.to_string(), source }),
+                Err(source) => {
+                    // Keep what arrived: the next attempt resumes after it.
+                    self.flush_into(w, &buf[..filled], desc, what)?;
+                    return Err(RegistryError::Body { url: url.to_string(), source });
+                }
             };
-            if w.len() + n as u64 > desc.size {
-                return Err(RegistryError::TooLarge { what: what.to_string(), limit: desc.size });
+            filled += n;
+            if n == 0 || filled == buf.len() {
+                self.flush_into(w, &buf[..filled], desc, what)?;
+                filled = 0;
+                progress(w.len(), desc.size);
+                if n == 0 {
+                    return Ok(());
+                }
             }
-            std::io::Write::write_all(w, &buf[..n]).map_err(store_err)?;
-            progress(w.len(), desc.size);
         }
+    }
+
+    fn flush_into(
+        &self,
+        w: &mut BlobWriter,
+        data: &[u8],
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<(), RegistryError> {
+        if w.len() + data.len() as u64 > desc.size {
+            return Err(RegistryError::TooLarge { what: what.to_string(), limit: desc.size });
+        }
+        std::io::Write::write_all(w, data)
+            .map_err(|source| RegistryError::Write { what: what.to_string(), source })
     }
 }
 
