@@ -555,6 +555,11 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
     let plan = Plan::from_matches(matches)?;
     let args: Vec<String> =
         matches.get_many::<String>("container").map(|v| v.cloned().collect()).unwrap_or_default();
+    if args.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(Error::Usage(
+            "no containers given: name them as arguments or pipe records on stdin".into(),
+        ));
+    }
     let mut queries: Vec<String> = kist_common::input::targets(&args)?.into_iter().map(|t| t.id).collect();
     // One container named twice (by id and by name) is acted on once.
     let mut seen_ids = std::collections::HashSet::new();

@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn ellipsis_like_docker() {
         assert_eq!(ellipsis("sleep 1000", 20), "sleep 1000");
-        assert_eq!(ellipsis("sh -c 'while true; do echo hi; done'", 20), "sh -c 'while true;…");
+        assert_eq!(ellipsis("sh -c 'while true; do echo hi; done'", 20), "sh -c 'while true; …");
         assert_eq!(ellipsis("sh -c 'while true; do echo hi; done'", 20).chars().count(), 20);
         assert_eq!(quote("a \"b\""), "\"a \\\"b\\\"\"");
     }

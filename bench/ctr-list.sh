@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# bench/ctr-list.sh: listing 1000 created containers, `ctr-list -a` against
+# `docker ps -a`, side by side in one run (hyperfine).
+#
+# kist's 1000 containers: `ctr-spawn --create` is used when ctr-spawn has
+# it; until then the script writes the 1000 containers/<id>/state.json
+# files (status "created", the fields ctr-spawn writes) and names/<name>
+# claims directly, which is exactly what ctr-list reads.
+# docker's 1000: `docker create` from a busybox image that was built as an
+# OCI layout (umoci, from the host's busybox-static), copied with
+# `skopeo copy oci:… docker-archive:…` and `docker load`ed into a dockerd
+# started for the run on a temporary data root, exec root and socket, and
+# stopped (by pid) afterwards.
+#
+# Prints a markdown section on stdout; progress on stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${KIST_BIN_DIR:-$PWD/target/release}
+OUT=${BENCH_OUT:-/tmp/kist-bench}
+RUNS=${BENCH_RUNS:-20}
+N=${BENCH_CONTAINERS:-1000}
+mkdir -p "$OUT"
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need hyperfine hyperfine
+need dockerd docker.io
+need skopeo skopeo
+need umoci umoci
+need jq jq
+[ -x /bin/busybox ] || need busybox busybox-static
+[ -x "$BIN/ctr-list" ] || { echo "ctr-list not built in $BIN (cargo build --release -p ctr-list)" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/kist-bench-list.XXXXXX)
+dpid=
+cleanup() {
+    if [ -n "$dpid" ]; then
+        kill "$dpid" 2>/dev/null || true
+        wait "$dpid" 2>/dev/null || true
+    fi
+    umount -R "$tmp/docker" 2>/dev/null || true
+    umount -R "$tmp/exec" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# --- kist: N created containers --------------------------------------------
+root=$tmp/kist
+mkdir -p "$root/containers" "$root/names" "$root/locks" "$root/snapshots"
+how="state fixtures written by this script (ctr-spawn --create does not exist yet)"
+if "$BIN/ctr-spawn" --help 2>/dev/null | grep -q -- '--create'; then
+    how="ctr-spawn --create"
+fi
+echo "ctr-list bench: $N kist containers ($how)" >&2
+if [ "$how" = "ctr-spawn --create" ]; then
+    snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
+    mkdir -p "$snap/bin"
+    cp /bin/busybox "$snap/bin/"
+    for a in sh sleep true; do ln -s busybox "$snap/bin/$a"; done
+    img=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
+    rec=$(printf '{"type":"snapshot","schemaVersion":1,"id":"%s","reference":"docker.io/kist-bench/busybox:latest","snapshots":["%s"],"chainIds":["%s"],"platform":{"os":"linux","architecture":"amd64"},"config":{"Cmd":["sh"]},"store":"%s"}' "$img" "$snap" "$img" "$root")
+    for i in $(seq "$N"); do
+        echo "$rec" | "$BIN/ctr-spawn" --root "$root" --create --name "c$i" -- sleep 1000 >/dev/null
+    done
+else
+    boot=$(cat /proc/sys/kernel/random/boot_id)
+    img=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
+    snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
+    for i in $(seq "$N"); do
+        id=$(printf 'kist-bench-container-%s' "$i" | sha256sum | cut -d' ' -f1)
+        d=$root/containers/$id
+        mkdir -p "$d/upper" "$d/work" "$d/rootfs"
+        printf '%s' "$id" > "$root/names/c$i"
+        printf '{\n  "schemaVersion": 1,\n  "id": "%s",\n  "name": "c%s",\n  "image": "%s",\n  "imageRef": "docker.io/kist-bench/busybox:latest",\n  "snapshots": [\n    "%s"\n  ],\n  "command": [\n    "sleep",\n    "1000"\n  ],\n  "created": "%s",\n  "status": "created",\n  "oomKilled": false,\n  "restartCount": 0,\n  "autoRemove": false,\n  "tty": false,\n  "hostname": "%s",\n  "cgroup": "kist/%s",\n  "bootId": "%s"\n}\n' \
+            "$id" "$i" "$img" "$snap" "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" "${id:0:12}" "$id" "$boot" > "$d/state.json"
+    done
+fi
+count=$("$BIN/ctr-list" --root "$root" -aq | wc -l)
+[ "$count" -eq "$N" ] || { echo "ctr-list lists $count containers, expected $N" >&2; exit 1; }
+
+# --- docker: N created containers ------------------------------------------
+echo "ctr-list bench: busybox OCI layout -> docker-archive" >&2
+umoci init --layout "$tmp/oci" >/dev/null
+umoci new --image "$tmp/oci:latest" >/dev/null
+umoci unpack --rootless --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null 2>&1 || umoci unpack --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null
+mkdir -p "$tmp/bundle/rootfs/bin"
+cp /bin/busybox "$tmp/bundle/rootfs/bin/"
+for a in sh sleep true; do ln -sf busybox "$tmp/bundle/rootfs/bin/$a"; done
+umoci repack --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null
+umoci config --image "$tmp/oci:latest" --config.cmd sh >/dev/null
+skopeo copy -q "oci:$tmp/oci:latest" "docker-archive:$tmp/busybox.tar:kist-bench/busybox:latest" >/dev/null
+
+echo "ctr-list bench: starting dockerd" >&2
+sock=unix://$tmp/d.sock
+dockerd --data-root "$tmp/docker" --exec-root "$tmp/exec" --pidfile "$tmp/d.pid" -H "$sock" \
+    --bridge none --iptables=false >"$tmp/dockerd.log" 2>&1 &
+dpid=$!
+for _ in $(seq 150); do docker -H "$sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+docker -H "$sock" load -q -i "$tmp/busybox.tar" >/dev/null
+echo "ctr-list bench: $N docker containers (docker create)" >&2
+seq "$N" | xargs -P 4 -I{} docker -H "$sock" create --name d{} kist-bench/busybox:latest sleep 1000 >/dev/null
+dcount=$(docker -H "$sock" ps -aq | wc -l)
+[ "$dcount" -eq "$N" ] || { echo "docker lists $dcount containers, expected $N" >&2; exit 1; }
+
+echo "ctr-list bench: hyperfine" >&2
+hyperfine --warmup 3 --runs "$RUNS" --export-json "$OUT/ctr-list.json" \
+    -n "ctr-list -a" "$BIN/ctr-list --root $root -a --format json" \
+    -n "ctr-list -a --format table" "$BIN/ctr-list --root $root -a --format table" \
+    -n "docker ps -a" "docker -H $sock ps -a" >&2
+
+median() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .median * 1000' "$OUT/ctr-list.json"; }
+kj=$(median "ctr-list -a")
+kt=$(median "ctr-list -a --format table")
+dp=$(median "docker ps -a")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a }'; }
+dver=$(docker -H "$sock" version --format '{{.Server.Version}}')
+
+cat <<EOF
+## ctr-list: list $N created containers
+
+\`ctr-list -a\` over $N created containers (kist: $how) against \`docker ps -a\` over $N containers made with
+\`docker create\` (docker $dver, its own dockerd on a temporary data root; the client's time includes the API
+round trip to the daemon, which is how a user meets it). hyperfine, $RUNS runs after 3 warm-ups, one run of
+this script.
+
+| command | median | ctr-list / docker |
+|---|---|---|
+| \`ctr-list -a\` (JSON Lines) | $(ms "$kj") | $(ratio "$kj" "$dp") |
+| \`ctr-list -a --format table\` | $(ms "$kt") | $(ratio "$kt" "$dp") |
+| \`docker ps -a\` | $(ms "$dp") | 1 |
+
+Goal: at most 1/10 (0.1) of docker's median.
+
+EOF
