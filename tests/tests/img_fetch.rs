@@ -724,3 +724,233 @@ fn full_disk_fails_with_exit_7_and_leaves_nothing() {
     assert!(read("tmp").trim().is_empty(), "tmp/ not cleaned: {}", read("tmp"));
     assert!(!read("index.json").contains("kist/big"));
 }
+
+/// An OCI layout whose index offers two platforms: busybox as linux/amd64
+/// and the multilayer image as linux/arm64/v8 (labels in the index only).
+fn two_platform_layout(dir: &Path) -> (BuiltImage, BuiltImage) {
+    let a = image::busybox();
+    let b = image::multilayer();
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    for img in [&a, &b] {
+        for e in std::fs::read_dir(img.layout.join("blobs/sha256")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join("blobs/sha256").join(e.file_name())).unwrap();
+        }
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+        {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}},
+        {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
+        {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"os":"unknown","architecture":"unknown"}}}}]}}"#,
+        a.manifest, a.manifest_size, b.manifest, b.manifest_size, a.manifest, a.manifest_size
+    );
+    let d = Digest::of(index.as_bytes());
+    std::fs::write(dir.join("blobs/sha256").join(d.hex()), &index).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{d}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"multi"}}}}]}}"#,
+            index.len()
+        ),
+    )
+    .unwrap();
+    (a, b)
+}
+
+#[test]
+fn platform_is_chosen_from_an_index() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("plat");
+    let (a, b) = two_platform_layout(&layout);
+    let src = format!("oci:{}:multi", layout.display());
+    let root = TestRoot::new();
+    let out = fetch(&root, &["--platform", "linux/amd64", &src, "--name", "example.com/p:amd"]);
+    out.assert_ok();
+    let rec = image_record(&out);
+    assert_eq!(rec["digest"], a.manifest.to_string());
+    assert!(rec["indexDigest"].as_str().unwrap().starts_with("sha256:"));
+    for (p, want) in [("linux/arm64", &b), ("linux/aarch64/v8", &b), ("linux/x86_64", &a)] {
+        let out = fetch(&root, &["--platform", p, &src, "--name", "example.com/p:x"]);
+        out.assert_ok();
+        assert_eq!(image_record(&out)["digest"], want.manifest.to_string(), "{p}");
+    }
+    // The index.json entry names the chosen manifest, and the index it came from.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("index.json")).unwrap()).unwrap();
+    let e = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "example.com/p:x")
+        .unwrap();
+    assert_eq!(e["digest"], a.manifest.to_string());
+    assert_eq!(e["annotations"]["io.kist.image.index.digest"], rec["indexDigest"]);
+    let out = fetch(&root, &["--platform", "linux/s390x", &src]);
+    assert_eq!(out.code(), 3, "{}", out.stderr_str());
+    assert!(
+        out.stderr_str()
+            .contains("no manifest for platform linux/s390x (available: linux/amd64, linux/arm64/v8)"),
+        "{}",
+        out.stderr_str()
+    );
+}
+
+#[test]
+fn progress_json_lines_on_stderr() {
+    let img = image::multilayer();
+    let reg = Registry::start();
+    reg.push(&img.layout, &img.tag, "kist/prog:1");
+    let root = TestRoot::new();
+    let reference = reg.reference("kist/prog:1");
+    for (round, want) in [(0, "done"), (1, "exists")] {
+        let out = fetch(&root, &["--progress", "json", &reference]);
+        out.assert_ok();
+        let lines: Vec<serde_json::Value> = out
+            .stderr_str()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        for d in img.layers.iter().chain([&img.config]) {
+            let last = lines
+                .iter()
+                .rev()
+                .find(|v| v["digest"] == d.to_string())
+                .unwrap_or_else(|| panic!("round {round}: no progress for {d}"));
+            assert_eq!(last["type"], "progress");
+            assert_eq!(last["status"], want, "round {round}");
+            assert_eq!(last["current"], last["total"]);
+        }
+    }
+    // Quiet, and silent when stderr is not a terminal: nothing at all.
+    let out = fetch(&root, &[&reference]);
+    out.assert_ok();
+    assert!(out.stderr.is_empty(), "{}", out.stderr_str());
+    let out = fetch(&root, &["--quiet", "--progress", "json", &reference]);
+    assert!(out.stderr.is_empty(), "{}", out.stderr_str());
+}
+
+type Handler = dyn Fn(&str, &str, &[(String, String)]) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync;
+
+/// A minimal HTTP/1.1 server for crafted registry answers; one request per connection.
+fn tiny_server(handler: Arc<Handler>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let h = handler.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    return;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) =
+                    (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                let mut headers = Vec::new();
+                loop {
+                    let mut hl = String::new();
+                    if r.read_line(&mut hl).unwrap_or(0) == 0 || hl.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = hl.split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let (status, extra, body) = h(&method, &path, &headers);
+                let mut c = c;
+                let mut head =
+                    format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+                for (k, v) in extra {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = c.write_all(head.as_bytes());
+                if method != "HEAD" {
+                    let _ = c.write_all(&body);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn authorization_is_not_sent_to_a_redirect_target() {
+    let tar = image::layer_tar(&[Entry::file("hello", 0o644, b"hello\n")]);
+    let layer = image::gzip(&tar);
+    let layer_d = Digest::of(&layer);
+    let config = format!(
+        r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        image::host_arch(),
+        Digest::of(&tar)
+    );
+    let config_d = Digest::of(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{config_d}","size":{}}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{layer_d}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let manifest_d = Digest::of(manifest.as_bytes());
+
+    let blob_saw_auth = Arc::new(AtomicBool::new(false));
+    let blob_hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (saw, hits, layer2) = (blob_saw_auth.clone(), blob_hits.clone(), layer.clone());
+    let blob_port = tiny_server(Arc::new(move |_m, _p, h| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        if h.iter().any(|(k, _)| k == "authorization") {
+            saw.store(true, Ordering::SeqCst);
+        }
+        (200, vec![], layer2.clone())
+    }));
+    let want_auth = format!("Basic {}", base64(b"u:p"));
+    let (manifest_d2, layer_d2) = (manifest_d.clone(), layer_d.clone());
+    let reg_port = tiny_server(Arc::new(move |_m, path, h| {
+        let (manifest_d, layer_d) = (&manifest_d2, &layer_d2);
+        if !h.iter().any(|(k, v)| k == "authorization" && *v == want_auth) {
+            return (401, vec![("WWW-Authenticate".into(), "Basic realm=\"x\"".into())], b"{}".to_vec());
+        }
+        if path == "/v2/r/manifests/t" || path == format!("/v2/r/manifests/{manifest_d}") {
+            return (
+                200,
+                vec![
+                    ("Content-Type".into(), "application/vnd.docker.distribution.manifest.v2+json".into()),
+                    ("Docker-Content-Digest".into(), manifest_d.to_string()),
+                ],
+                manifest.clone().into_bytes(),
+            );
+        }
+        if path == format!("/v2/r/blobs/{config_d}") {
+            return (200, vec![], config.clone().into_bytes());
+        }
+        if path == format!("/v2/r/blobs/{layer_d}") {
+            return (
+                307,
+                vec![("Location".into(), format!("http://localhost:{blob_port}/storage/layer"))],
+                vec![],
+            );
+        }
+        (404, vec![], br#"{"errors":[{"code":"NOT_FOUND","message":"nope"}]}"#.to_vec())
+    }));
+    let home = Home::new();
+    let auth = home.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        format!(r#"{{"auths":{{"127.0.0.1:{reg_port}":{{"auth":"{}"}}}}}}"#, base64(b"u:p")),
+    )
+    .unwrap();
+    let root = TestRoot::new();
+    let out = run(fetch_cmd(&root, &home)
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .arg(format!("127.0.0.1:{reg_port}/r:t")));
+    out.assert_ok();
+    let rec = image_record(&out);
+    assert_eq!(rec["digest"], manifest_d.to_string());
+    assert_eq!(rec["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert!(has_blob(root.path(), &layer_d));
+    assert_eq!(blob_hits.load(Ordering::SeqCst), 1);
+    assert!(!blob_saw_auth.load(Ordering::SeqCst), "Authorization leaked to the redirect target");
+    assert_store_verified(root.path());
+}
