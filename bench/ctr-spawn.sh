@@ -31,6 +31,8 @@ dpid=
 cleanup() {
     [ -n "$dpid" ] && { kill "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true; }
     umount -R "$tmp/docker" 2>/dev/null || true
+    # runc removes its own cgroup but not the parent this script named.
+    for d in /sys/fs/cgroup/*/kist-bench /sys/fs/cgroup/kist-bench; do rmdir "$d/runc" "$d" 2>/dev/null || true; done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
