@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kist_common::Digest;
@@ -952,5 +952,85 @@ fn authorization_is_not_sent_to_a_redirect_target() {
     assert!(has_blob(root.path(), &layer_d));
     assert_eq!(blob_hits.load(Ordering::SeqCst), 1);
     assert!(!blob_saw_auth.load(Ordering::SeqCst), "Authorization leaked to the redirect target");
+    assert_store_verified(root.path());
+}
+
+#[test]
+fn retries_5xx_and_resumes_a_broken_transfer_within_one_pull() {
+    use std::sync::atomic::AtomicUsize;
+    let tar = image::layer_tar(&[Entry::file("big", 0o644, &vec![7u8; 3 << 20])]);
+    let layer = tar.clone();
+    let layer_d = Digest::of(&layer);
+    let config = format!(
+        r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        image::host_arch(),
+        Digest::of(&tar)
+    );
+    let config_d = Digest::of(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_d}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_d}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let manifest_d = Digest::of(manifest.as_bytes());
+    let manifest_503s = Arc::new(AtomicUsize::new(0));
+    let blob_requests = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let (m503, reqs) = (manifest_503s.clone(), blob_requests.clone());
+    let (manifest_d2, layer_d2) = (manifest_d.clone(), layer_d.clone());
+    let port = tiny_server(Arc::new(move |_m, path, h| {
+        let (manifest_d, layer_d) = (&manifest_d2, &layer_d2);
+        if path.starts_with("/v2/r/manifests/") {
+            // The first two manifest requests fail as an overloaded registry would.
+            if m503.fetch_add(1, Ordering::SeqCst) < 2 {
+                return (
+                    503,
+                    vec![],
+                    br#"{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}"#.to_vec(),
+                );
+            }
+            return (
+                200,
+                vec![
+                    ("Content-Type".into(), "application/vnd.oci.image.manifest.v1+json".into()),
+                    ("Docker-Content-Digest".into(), manifest_d.to_string()),
+                ],
+                manifest.clone().into_bytes(),
+            );
+        }
+        if path == format!("/v2/r/blobs/{config_d}") {
+            return (200, vec![], config.clone().into_bytes());
+        }
+        if path == format!("/v2/r/blobs/{layer_d}") {
+            let range = h.iter().find(|(k, _)| k == "range").map(|(_, v)| v.clone());
+            let mut r = reqs.lock().unwrap();
+            r.push(range.clone());
+            if r.len() == 1 {
+                // First attempt: the connection dies after a megabyte (the
+                // server claims the full length and sends part of it).
+                return (200, vec![("X-Truncate".into(), "1".into())], layer[..1 << 20].to_vec());
+            }
+            let start: usize = range
+                .as_deref()
+                .and_then(|v| v.strip_prefix("bytes="))
+                .and_then(|v| v.trim_end_matches('-').parse().ok())
+                .unwrap_or(0);
+            return (
+                206,
+                vec![("Content-Range".into(), format!("bytes {start}-{}/{}", layer.len() - 1, layer.len()))],
+                layer[start..].to_vec(),
+            );
+        }
+        (404, vec![], vec![])
+    }));
+    let root = TestRoot::new();
+    let out = fetch(&root, &[&format!("127.0.0.1:{port}/r:t")]);
+    assert!(out.status.success(), "{} requests: {:?}", out.stderr_str(), blob_requests.lock().unwrap());
+    assert_eq!(image_record(&out)["digest"], manifest_d.to_string());
+    assert!(has_blob(root.path(), &layer_d));
+    assert!(manifest_503s.load(Ordering::SeqCst) >= 3);
+    let reqs = blob_requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0], None);
+    assert_eq!(reqs[1].as_deref(), Some(format!("bytes={}-", 1 << 20).as_str()), "resumed where it broke");
     assert_store_verified(root.path());
 }

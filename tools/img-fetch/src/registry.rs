@@ -63,6 +63,8 @@ pub enum RegistryError {
     Redirects { url: String },
     #[error("{url}: refusing a redirect from HTTPS to plain HTTP ({to})")]
     Downgrade { url: String, to: String },
+    #[error("{what}: size mismatch: the server sent {got} of {expected} bytes")]
+    Short { what: String, got: u64, expected: u64 },
     #[error("{what}: server sent more than the {limit} bytes expected")]
     TooLarge { what: String, limit: u64 },
     #[error("{what}: the registry says its digest is {header}, but its content hashes to {actual}")]
@@ -86,7 +88,9 @@ impl kist_common::HasExitCode for RegistryError {
             | RegistryError::AuthRejected { .. }
             | RegistryError::Denied { .. }
             | RegistryError::Credentials(_) => ExitCode::Auth,
-            RegistryError::TooLarge { .. } | RegistryError::HeaderDigest { .. } => ExitCode::Integrity,
+            RegistryError::TooLarge { .. }
+            | RegistryError::HeaderDigest { .. }
+            | RegistryError::Short { .. } => ExitCode::Integrity,
             RegistryError::Write { source, .. } => kist_common::exit::io_exit_code(source),
             RegistryError::Store(e) => e.exit_code(),
             _ => ExitCode::Failure,
@@ -97,9 +101,14 @@ impl kist_common::HasExitCode for RegistryError {
 impl RegistryError {
     /// Worth trying again after a pause: the server or the network may recover.
     fn retryable(&self) -> bool {
+        // A short body is retried too: a connection closed early can look
+        // like a clean end when no length was announced.
         matches!(
             self,
-            RegistryError::Network { .. } | RegistryError::Body { .. } | RegistryError::Server { .. }
+            RegistryError::Network { .. }
+                | RegistryError::Body { .. }
+                | RegistryError::Server { .. }
+                | RegistryError::Short { .. }
         )
     }
 }
@@ -660,6 +669,13 @@ impl RegistryClient {
                 filled = 0;
                 progress(w.len(), desc.size);
                 if n == 0 {
+                    if w.len() < desc.size {
+                        return Err(RegistryError::Short {
+                            what: what.to_string(),
+                            got: w.len(),
+                            expected: desc.size,
+                        });
+                    }
                     return Ok(());
                 }
             }
