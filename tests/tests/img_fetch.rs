@@ -786,6 +786,11 @@ fn platform_is_chosen_from_an_index() {
         .unwrap();
     assert_eq!(e["digest"], a.manifest.to_string());
     assert_eq!(e["annotations"]["io.kist.image.index.digest"], rec["indexDigest"]);
+    // A single-platform image is taken as it is, with a warning when it does not match.
+    let single = format!("oci:{}:{}", a.layout.display(), a.tag);
+    let out = fetch(&root, &["--platform", "linux/s390x", &single, "--name", "example.com/p:single"]);
+    out.assert_ok();
+    assert!(out.stderr_str().contains("does not match the requested linux/s390x"), "{}", out.stderr_str());
     let out = fetch(&root, &["--platform", "linux/s390x", &src]);
     assert_eq!(out.code(), 3, "{}", out.stderr_str());
     assert!(

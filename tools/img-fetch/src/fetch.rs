@@ -74,6 +74,9 @@ pub struct Puller<'a> {
     pub platform: Platform,
     pub stream: bool,
     pub jobs: usize,
+    /// `--platform` was given: warn when a single-platform image does not match it.
+    pub explicit_platform: bool,
+    pub quiet: bool,
 }
 
 struct Resolved {
@@ -205,6 +208,18 @@ impl Puller<'_> {
         self.blob(src, &m.config)?;
         let config_bytes = self.store.read_blob(&m.config.digest)?;
         let cfg = image::parse_config(&config_bytes, m.layers.len(), &format!("config {}", m.config.digest))?;
+        if self.explicit_platform
+            && r.index.is_none()
+            && !crate::platform::matches(&self.platform, &cfg.platform)
+        {
+            if !self.quiet {
+                kist_common::warn!(
+                    "the image's platform ({}) does not match the requested {}",
+                    cfg.platform,
+                    self.platform
+                );
+            }
+        }
         let chain_ids = record::chain_ids(&cfg.diff_ids);
         let store_path = self.store.root().path().to_path_buf();
 

@@ -284,8 +284,15 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
 
     let root = StateRoot::resolve(m.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
     let store = Store::open(&root)?;
-    let puller =
-        Puller { store: &store, progress: &progress, platform: want, stream: m.get_flag("stream"), jobs };
+    let puller = Puller {
+        store: &store,
+        progress: &progress,
+        platform: want,
+        stream: m.get_flag("stream"),
+        jobs,
+        explicit_platform: m.get_one::<String>("platform").is_some(),
+        quiet,
+    };
 
     let record = match parsed {
         Parsed::Registry(reference) => {
