@@ -15,6 +15,10 @@ pub fn tools() -> Vec<(&'static str, clap::Command, ManExtra)> {
         ("img-unpack", img_unpack::command(), img_unpack::MAN),
         ("img-list", img_list::command(), img_list::MAN),
         ("img-rm", img_rm::command(), img_rm::MAN),
+        ("ctr-spawn", ctr_spawn::command(), ctr_spawn::MAN),
+        ("ctr-list", ctr_list::command(), ctr_list::MAN),
+        ("ctr-kill", ctr_kill::command(), ctr_kill::MAN),
+        ("ctr-logs", ctr_logs::command(), ctr_logs::MAN),
     ]
 }
 
