@@ -209,16 +209,15 @@ impl Puller<'_> {
         let config_bytes = self.store.read_blob(&m.config.digest)?;
         let cfg = image::parse_config(&config_bytes, m.layers.len(), &format!("config {}", m.config.digest))?;
         if self.explicit_platform
+            && !self.quiet
             && r.index.is_none()
             && !crate::platform::matches(&self.platform, &cfg.platform)
         {
-            if !self.quiet {
-                kist_common::warn!(
-                    "the image's platform ({}) does not match the requested {}",
-                    cfg.platform,
-                    self.platform
-                );
-            }
+            kist_common::warn!(
+                "the image's platform ({}) does not match the requested {}",
+                cfg.platform,
+                self.platform
+            );
         }
         let chain_ids = record::chain_ids(&cfg.diff_ids);
         let store_path = self.store.root().path().to_path_buf();
