@@ -397,3 +397,43 @@ fn bundle_runs_with_runc() {
     assert!(out.status.success(), "runc run: {}\n{}", out.stdout_str(), out.stderr_str());
     assert_eq!(out.stdout_str(), "from-bundle hi\n33\n/var/www\n");
 }
+
+/// The debootstrap minbase root of `make bench` (shared at
+/// /var/cache/kist-bench/minbase, built here with debootstrap if missing),
+/// as two layers split like the bench's image.
+fn minbase() -> BuiltImage {
+    let cache = Path::new("/var/cache/kist-bench");
+    let rootfs = cache.join("minbase");
+    if !rootfs.join("var/lib/dpkg/status").exists() {
+        std::fs::create_dir_all(cache).unwrap();
+        let script = "exec 9>/var/cache/kist-bench/minbase.lock; flock 9; \
+            [ -e /var/cache/kist-bench/minbase/var/lib/dpkg/status ] && exit 0; \
+            m=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null); \
+            [ -n \"$m\" ] || m=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list); \
+            t=/var/cache/kist-bench/minbase.tmp.$$; rm -rf $t; \
+            debootstrap --variant=minbase bookworm $t $m >&2 && rm -rf $t/var/cache/apt/archives/*.deb && mv $t /var/cache/kist-bench/minbase";
+        let out = run(Command::new("bash").arg("-c").arg(script));
+        assert!(out.status.success(), "debootstrap: {}", out.stderr_str());
+    }
+    image::cached("minbase-v1", |dir| {
+        let t = |args: &[&str]| -> Vec<u8> {
+            let out = Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .args(["--numeric-owner", "--xattrs", "--sort=name"])
+                .args(args)
+                .output()
+                .expect("tar");
+            assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        };
+        let first = t(&["--exclude=./usr/lib", "--exclude=./usr/share", "-cf", "-", "."]);
+        let second = t(&["-cf", "-", "--no-recursion", "./usr", "--recursion", "./usr/lib", "./usr/share"]);
+        ImageBuilder::new().layer(first).layer(second).write_layout(dir, "latest")
+    })
+}
+
+#[test]
+fn debootstrap_minbase_matches_umoci() {
+    assert_parity(&minbase());
+}
