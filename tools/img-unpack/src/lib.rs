@@ -269,7 +269,7 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
             read_input(&store, |item| {
                 if let Input::Image(j) = item {
                     if found.is_none() {
-                        found = Some(j);
+                        found = Some(*j);
                     }
                 }
                 Ok(())
@@ -302,7 +302,7 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
                             for l in &img.layers {
                                 spawn(l.clone());
                             }
-                            images.push(img);
+                            images.push(*img);
                         }
                         Input::Error(rec) => {
                             emit(&Record::Error(rec.clone()))?;
@@ -371,7 +371,7 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
 
 enum Input {
     Layer(LayerJob),
-    Image(ImageJob),
+    Image(Box<ImageJob>),
     Error(ErrorRecord),
 }
 
@@ -396,7 +396,7 @@ fn read_input(store: &Store, mut f: impl FnMut(Input) -> Result<(), Error>) -> R
             }
             let job = from_catalog(store, listed.as_deref().unwrap_or_default(), t)?;
             complete.insert(job.id.clone());
-            f(Input::Image(job))?;
+            f(Input::Image(Box::new(job)))?;
             continue;
         }
         let value: serde_json::Value = serde_json::from_str(t)
@@ -423,7 +423,7 @@ fn read_input(store: &Store, mut f: impl FnMut(Input) -> Result<(), Error>) -> R
                     .map_err(|e| Error::Input { line: n, message: format!("bad image record: {e}") })?;
                 let job = image_job(store, &rec.id, rec.reference.clone(), &rec.layers)?;
                 complete.insert(job.id.clone());
-                f(Input::Image(job))?;
+                f(Input::Image(Box::new(job)))?;
             }
             Some("error") => {
                 let rec: ErrorRecord = serde_json::from_value(value)
@@ -437,7 +437,7 @@ fn read_input(store: &Store, mut f: impl FnMut(Input) -> Result<(), Error>) -> R
                 }
                 let job = from_catalog(store, listed.as_deref().unwrap_or_default(), &id)?;
                 complete.insert(job.id.clone());
-                f(Input::Image(job))?;
+                f(Input::Image(Box::new(job)))?;
             }
             other => {
                 return Err(Error::Input {
@@ -461,7 +461,7 @@ fn read_input(store: &Store, mut f: impl FnMut(Input) -> Result<(), Error>) -> R
             }
             j
         })?;
-        f(Input::Image(job))?;
+        f(Input::Image(Box::new(job)))?;
     }
     Ok(())
 }
