@@ -10,6 +10,7 @@
 pub mod container;
 pub mod catalog;
 pub mod cgroup;
+pub mod croot;
 pub mod diag;
 pub mod digest;
 pub mod exit;

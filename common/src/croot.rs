@@ -1,0 +1,212 @@
+//! A container's root file system as a directory file descriptor, for the
+//! tools that reach into a container from the host (ctr-cp, ctr-exec):
+//! every container path is then resolved with openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS) against that descriptor, so a symlink in the
+//! container pointing at `/`, `../..` or a host path stays inside it.
+//!
+//! A running container's root is `/proc/<pid>/root` of its init: that
+//! descriptor lives in the container's mount namespace, so lookups through
+//! it see the container's volumes and tmpfs mounts exactly as the container
+//! does. A stopped container's overlay is not mounted anywhere (ctr-spawn
+//! mounts it inside the container's own mount namespace), so it is mounted
+//! detached here (fsopen/fsconfig/fsmount, never attached to any path and
+//! gone when the descriptor closes): writes land in its upper directory and
+//! whiteouts are honoured by the kernel. A stopped container's volumes are
+//! not mounted, so a copy sees its root file system only.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::container::{ContainerPaths, ContainerState, Status};
+use crate::lifecycle::{self, Host};
+use crate::root::StateRoot;
+
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrootError {
+    #[error("container {0} is paused: unpause it first")]
+    Paused(String),
+    #[error("container {0} is {1}")]
+    NotUsable(String, &'static str),
+    #[error("cannot open the root of container {id}")]
+    Open {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot mount the root file system of stopped container {id} ({step})")]
+    Mount {
+        id: String,
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl crate::HasExitCode for CrootError {
+    fn exit_code(&self) -> crate::ExitCode {
+        match self {
+            CrootError::Paused(_) | CrootError::NotUsable(..) => crate::ExitCode::Conflict,
+            CrootError::Open { source, .. } | CrootError::Mount { source, .. } => {
+                crate::exit::io_exit_code(source)
+            }
+        }
+    }
+}
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+fn cpath(p: &Path) -> std::io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Opens `path` with `root` as `/`: absolute symlinks and `..` are
+/// resolved against `root` and never leave it; magic links (/proc/*/root,
+/// /proc/*/fd/*) are refused. `O_NOFOLLOW` in `flags` keeps a final symlink
+/// itself (with `O_PATH`). O_CLOEXEC is always added.
+pub fn open_in_root(root: RawFd, path: &Path, flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let c = cpath(rel)?;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: mode as u64,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    loop {
+        // SAFETY: `c` is a valid C string and `how` a valid open_how of the
+        // size passed; the kernel only reads them.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root,
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel just returned this descriptor to us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// A container's root directory, open.
+#[derive(Debug)]
+pub struct ContainerRoot {
+    pub fd: OwnedFd,
+    /// The init's pid when the container runs (the root is its /proc/<pid>/root).
+    pub pid: Option<i32>,
+}
+
+/// Opens the root of a container: its init's root while it runs, else a
+/// detached mount of its overlay (see the module header).
+pub fn open(root: &StateRoot, state: &ContainerState) -> Result<ContainerRoot, CrootError> {
+    let host = Host::probe();
+    let seen = lifecycle::observe(state, &host);
+    match seen.status {
+        Status::Paused => return Err(CrootError::Paused(state.name.clone())),
+        Status::Running | Status::Dead if seen.process_alive => {
+            if let Some(pid) = state.pid {
+                let p = PathBuf::from(format!("/proc/{pid}/root"));
+                let c = cpath(&p).map_err(|source| CrootError::Open { id: state.id.clone(), source })?;
+                // SAFETY: valid C string; the result is checked.
+                let fd =
+                    unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    return Err(CrootError::Open {
+                        id: state.id.clone(),
+                        source: std::io::Error::last_os_error(),
+                    });
+                }
+                // SAFETY: a descriptor we just opened.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                // The pid could have been recycled between observing and
+                // opening: judge it again now that the descriptor is held.
+                if !host.is_alive(Some(pid), lifecycle::started_limit(state)) {
+                    return Err(CrootError::NotUsable(state.name.clone(), "no longer running"));
+                }
+                return Ok(ContainerRoot { fd, pid: Some(pid) });
+            }
+        }
+        Status::Removing => return Err(CrootError::NotUsable(state.name.clone(), "being removed")),
+        Status::Restarting => return Err(CrootError::NotUsable(state.name.clone(), "restarting")),
+        _ => {}
+    }
+    let fd = mount_detached(root, state)?;
+    Ok(ContainerRoot { fd, pid: None })
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+
+fn fsconfig(fsfd: RawFd, cmd: libc::c_uint, key: Option<&str>, value: Option<&Path>) -> std::io::Result<()> {
+    let k = key
+        .map(|k| CString::new(k).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL)))
+        .transpose()?;
+    let v = value.map(cpath).transpose()?;
+    // SAFETY: fsconfig with valid (or null) C strings.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd,
+            cmd,
+            k.as_ref().map_or(std::ptr::null(), |k| k.as_ptr()),
+            v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The stopped container's overlay, mounted nowhere: the descriptor of its
+/// root directory is the only way in.
+fn mount_detached(root: &StateRoot, state: &ContainerState) -> Result<OwnedFd, CrootError> {
+    let paths = ContainerPaths::new(root, &state.id);
+    let err = |step: String| move |source| CrootError::Mount { id: state.id.clone(), step, source };
+    // SAFETY: fsopen with a static C string.
+    let fsfd = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
+    if fsfd < 0 {
+        return Err(err("fsopen".into())(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    let fsfd = unsafe { OwnedFd::from_raw_fd(fsfd as RawFd) };
+    // The overlay stacks its lowers top first; state.json lists them lowest first.
+    for lower in state.snapshots.iter().rev() {
+        fsconfig(fsfd.as_raw_fd(), FSCONFIG_SET_STRING, Some("lowerdir+"), Some(lower))
+            .map_err(err(format!("lowerdir {}", lower.display())))?;
+    }
+    fsconfig(fsfd.as_raw_fd(), FSCONFIG_SET_STRING, Some("upperdir"), Some(&paths.upper()))
+        .map_err(err("upperdir".into()))?;
+    fsconfig(fsfd.as_raw_fd(), FSCONFIG_SET_STRING, Some("workdir"), Some(&paths.work()))
+        .map_err(err("workdir".into()))?;
+    fsconfig(fsfd.as_raw_fd(), FSCONFIG_CMD_CREATE, None, None).map_err(err("create".into()))?;
+    // SAFETY: fsmount on the configured context.
+    let mfd = unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+    if mfd < 0 {
+        return Err(err("fsmount".into())(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(mfd as RawFd) })
+}
