@@ -155,8 +155,26 @@ fn probe_matches_docker_run() {
     );
     assert_eq!(probe("id"), reference("id.txt"));
     assert_eq!(probe("pwd"), reference("pwd.txt"));
-    assert_eq!(probe("cat /proc/self/limits"), reference("limits.txt"));
-    assert_eq!(probe("cat /etc/resolv.conf"), reference("resolv.conf.txt"));
+    // Docker sets no rlimits of its own: a container inherits the daemon's,
+    // which the reference shows were the host's. The host's limits are this
+    // test process's, so the comparison holds on any machine.
+    let host_limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    assert_eq!(probe("cat /proc/self/limits"), host_limits);
+    assert_eq!(reference("limits.txt").lines().count(), host_limits.lines().count());
+    // Docker copies the host's resolv.conf without loopback nameservers.
+    let host_resolv: String = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if !host_resolv.contains("nameserver") {
+        // Docker falls back to upstream or public servers when only loopback ones remain.
+        let n: usize = probe("grep -c nameserver /etc/resolv.conf").trim().parse().unwrap();
+        assert!(n >= 1);
+    } else {
+        assert_eq!(probe("cat /etc/resolv.conf"), host_resolv);
+    }
     // Docker adds the bridge address line; kist has no bridge (--network none).
     let hosts: String = reference("hosts.txt")
         .lines()
