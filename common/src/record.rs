@@ -189,6 +189,57 @@ pub struct ContainerRecord {
     pub removed: bool,
 }
 
+/// Memory of a `stats` record: usage less inactive file cache, as Docker shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsMemory {
+    pub usage: u64,
+    /// The cgroup's limit, or the host's memory when unlimited.
+    pub limit: u64,
+    pub percent: f64,
+    /// The cgroup's raw usage (page cache included).
+    pub raw_usage: u64,
+    pub inactive_file: u64,
+}
+
+/// One interface's counters in a `stats` record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsNet {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// A resource usage sample of one container, as ctr-stats prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsRecord {
+    #[serde(default = "schema_version")]
+    pub schema_version: u32,
+    pub id: String,
+    pub name: String,
+    /// RFC 3339 time of the second reading.
+    pub read: String,
+    pub state: crate::container::Status,
+    /// Docker's formula: container CPU delta / system CPU delta × online CPUs × 100.
+    pub cpu_percent: f64,
+    pub cpu_usage_ns: u64,
+    pub system_usage_ns: u64,
+    pub online_cpus: u32,
+    pub memory: StatsMemory,
+    /// Bytes over the container's interfaces except loopback (Docker's NET I/O).
+    pub net_rx: u64,
+    pub net_tx: u64,
+    /// Every interface of the container's network namespace, loopback included.
+    #[serde(default)]
+    pub networks: BTreeMap<String, StatsNet>,
+    pub block_read: u64,
+    pub block_write: u64,
+    pub pids: u64,
+}
+
 /// A failure that a later tool in a pipe may want to see as data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -208,6 +259,7 @@ pub enum Record {
     Layer(LayerRecord),
     Snapshot(SnapshotRecord),
     Container(ContainerRecord),
+    Stats(StatsRecord),
     Error(ErrorRecord),
 }
 
