@@ -1,0 +1,13 @@
+//! ctr-exec: run another process inside a running container (docker exec). See ctr-exec(1).
+
+fn main() -> std::process::ExitCode {
+    kist_common::diag::set_tool_name("ctr-exec");
+    let matches = ctr_exec::command().get_matches();
+    match ctr_exec::run(&matches) {
+        Ok(status) => std::process::ExitCode::from(status),
+        Err(e) => {
+            kist_common::diag::report(&e);
+            std::process::ExitCode::from(e.status())
+        }
+    }
+}
