@@ -140,3 +140,21 @@ fn stopped_and_paused_containers_are_refused() {
     assert!(out.stderr_str().contains("is not running"), "{}", out.stderr_str());
     assert_eq!(run(root.cmd("ctr-exec").args(["ghost", "true"])).code(), 125);
 }
+
+#[test]
+fn signals_to_ctr_exec_reach_the_process() {
+    let root = TestRoot::new();
+    let img = busybox(root.path());
+    let _c = Attached::start(&root, &img, "sig", &[], &["sleep", "1000"]);
+    let mut child = root
+        .cmd("ctr-exec")
+        .args(["sig", "sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: the ctr-exec this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(42));
+}

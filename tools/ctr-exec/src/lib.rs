@@ -399,9 +399,50 @@ fn execute(
     if let Some(m) = &master {
         relay(m.as_raw_fd(), plan.stdin);
     }
-    let _ = target;
+    // Signals to ctr-exec go to the process, as docker exec's sig-proxy
+    // does (blocked here only: the children were forked already).
+    let mut relayed = nix::sys::signal::SigSet::empty();
+    for sig in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGQUIT,
+        nix::sys::signal::Signal::SIGUSR1,
+        nix::sys::signal::Signal::SIGUSR2,
+        // Not relayed: wakes the wait below when the joiner exits.
+        nix::sys::signal::Signal::SIGCHLD,
+    ] {
+        relayed.add(sig);
+    }
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&relayed), None);
+    let sfd = nix::sys::signalfd::SignalFd::with_flags(
+        &relayed,
+        nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+    )
+    .ok();
     loop {
-        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(joiner), None) {
+        if let (Some(sfd), Some(t)) = (&sfd, target) {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                if info.ssi_signo as i32 != libc::SIGCHLD {
+                    // SAFETY: kill of the exec'd process's host pid.
+                    unsafe { libc::kill(t, info.ssi_signo as i32) };
+                }
+            }
+        }
+        match nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(joiner),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        ) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                if let Some(sfd) = &sfd {
+                    let mut p = [libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+                    // SAFETY: one valid pollfd; the timeout bounds the wait for the joiner.
+                    unsafe { libc::poll(p.as_mut_ptr(), 1, 1000) };
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                continue;
+            }
             Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => return Ok(c as u8),
             Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as u8),
             Ok(_) => continue,

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# bench/ctr-stats.sh: one sample of 50 running containers, `ctr-stats
+# --no-stream` against `docker stats --no-stream`, side by side in one run
+# (hyperfine).
+#
+# kist's 50: attached `ctr-spawn --name kN -- sleep 1000` in the background
+# (the detached monitor does not exist yet), from a busybox snapshot made
+# from the host's busybox-static; killed by their init pids afterwards.
+# docker's 50: `docker run -d --network none` of the same busybox, built as
+# an OCI layout (umoci), copied with skopeo to a docker-archive and loaded
+# into a dockerd started for the run on a temporary data root, exec root and
+# socket, and stopped (by pid) afterwards.
+#
+# $KIST_BIN_DIR (default target/release) holds ctr-stats; $KIST_SPAWN_BIN
+# (default $KIST_BIN_DIR/ctr-spawn) starts the containers.
+# Prints a markdown section on stdout; progress on stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${KIST_BIN_DIR:-$PWD/target/release}
+SPAWN=${KIST_SPAWN_BIN:-$BIN/ctr-spawn}
+OUT=${BENCH_OUT:-/tmp/kist-bench}
+RUNS=${BENCH_RUNS:-10}
+N=${BENCH_CONTAINERS:-50}
+mkdir -p "$OUT"
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need hyperfine hyperfine
+need dockerd docker.io
+need skopeo skopeo
+need umoci umoci
+need jq jq
+[ -x /bin/busybox ] || need busybox busybox-static
+[ -x "$BIN/ctr-stats" ] || { echo "ctr-stats not built in $BIN (cargo build --release -p ctr-stats)" >&2; exit 1; }
+[ -x "$SPAWN" ] || { echo "ctr-spawn not found at $SPAWN" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/kist-bench-stats.XXXXXX)
+root=$tmp/kist
+dpid=
+spawn_pids=()
+cleanup() {
+    for s in "$root"/containers/*/state.json; do
+        [ -f "$s" ] || continue
+        p=$(jq -r '.pid // empty' "$s")
+        [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
+    done
+    for p in "${spawn_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "$dpid" ]; then
+        docker -H "unix://$tmp/d.sock" rm -f $(docker -H "unix://$tmp/d.sock" ps -aq) >/dev/null 2>&1 || true
+        kill "$dpid" 2>/dev/null || true
+        wait "$dpid" 2>/dev/null || true
+    fi
+    umount -R "$tmp/docker" 2>/dev/null || true
+    umount -R "$tmp/exec" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# --- kist: N running containers ---------------------------------------------
+mkdir -p "$root/snapshots"
+snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
+mkdir -p "$snap/bin" "$snap/etc" "$snap/tmp"
+cp /bin/busybox "$snap/bin/"
+for a in sh sleep true; do ln -s busybox "$snap/bin/$a"; done
+img=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
+rec=$(printf '{"type":"snapshot","schemaVersion":1,"id":"%s","reference":"docker.io/kist-bench/busybox:latest","snapshots":["%s"],"chainIds":["%s"],"platform":{"os":"linux","architecture":"amd64"},"config":{"Cmd":["sh"]},"store":"%s"}' "$img" "$snap" "$img" "$root")
+echo "ctr-stats bench: starting $N kist containers" >&2
+for i in $(seq "$N"); do
+    echo "$rec" | "$SPAWN" --root "$root" --name "k$i" -- sleep 1000 >/dev/null 2>"$tmp/spawn-$i.log" &
+    spawn_pids+=($!)
+done
+for _ in $(seq 300); do
+    c=$("$BIN/ctr-stats" --root "$root" --no-stream --format json | wc -l)
+    [ "$c" -eq "$N" ] && break
+    sleep 0.2
+done
+[ "$c" -eq "$N" ] || { echo "ctr-stats sees $c running containers, expected $N" >&2; exit 1; }
+
+# --- docker: N running containers -------------------------------------------
+echo "ctr-stats bench: busybox OCI layout -> docker-archive" >&2
+umoci init --layout "$tmp/oci" >/dev/null
+umoci new --image "$tmp/oci:latest" >/dev/null
+umoci unpack --rootless --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null 2>&1 || umoci unpack --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null
+mkdir -p "$tmp/bundle/rootfs/bin"
+cp /bin/busybox "$tmp/bundle/rootfs/bin/"
+for a in sh sleep true; do ln -sf busybox "$tmp/bundle/rootfs/bin/$a"; done
+umoci repack --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null
+umoci config --image "$tmp/oci:latest" --config.cmd sh >/dev/null
+skopeo copy -q "oci:$tmp/oci:latest" "docker-archive:$tmp/busybox.tar:kist-bench/busybox:latest" >/dev/null
+
+echo "ctr-stats bench: starting dockerd" >&2
+sock=unix://$tmp/d.sock
+dockerd --data-root "$tmp/docker" --exec-root "$tmp/exec" --pidfile "$tmp/d.pid" -H "$sock" \
+    --bridge none --iptables=false >"$tmp/dockerd.log" 2>&1 &
+dpid=$!
+for _ in $(seq 150); do docker -H "$sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+docker -H "$sock" load -q -i "$tmp/busybox.tar" >/dev/null
+echo "ctr-stats bench: starting $N docker containers" >&2
+seq "$N" | xargs -P 4 -I{} docker -H "$sock" run -d --network none --name d{} kist-bench/busybox:latest sleep 1000 >/dev/null
+dcount=$(docker -H "$sock" ps -q | wc -l)
+[ "$dcount" -eq "$N" ] || { echo "docker runs $dcount containers, expected $N" >&2; exit 1; }
+
+echo "ctr-stats bench: hyperfine" >&2
+hyperfine --warmup 1 --runs "$RUNS" --export-json "$OUT/ctr-stats.json" \
+    -n "ctr-stats --no-stream" "$BIN/ctr-stats --root $root --no-stream --format json" \
+    -n "ctr-stats --no-stream --format table" "$BIN/ctr-stats --root $root --no-stream --format table" \
+    -n "docker stats --no-stream" "docker -H $sock stats --no-stream" >&2
+
+median() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .median * 1000' "$OUT/ctr-stats.json"; }
+kj=$(median "ctr-stats --no-stream")
+kt=$(median "ctr-stats --no-stream --format table")
+dp=$(median "docker stats --no-stream")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+ms() { awk -v a="$1" 'BEGIN { printf "%.1f ms", a }'; }
+dver=$(docker -H "$sock" version --format '{{.Server.Version}}')
+
+cat <<EOF
+## ctr-stats: one sample of $N running containers
+
+\`ctr-stats --no-stream\` over $N running kist containers (attached ctr-spawn, \`sleep 1000\`) against
+\`docker stats --no-stream\` over $N \`docker run -d --network none\` containers of the same busybox (docker
+$dver, its own dockerd on a temporary data root). Both need two readings for CPU %: ctr-stats takes them
+150 ms apart (one sleep for all containers), docker primes for about two seconds. hyperfine, $RUNS runs after
+one warm-up, one run of this script.
+
+| command | median | ctr-stats / docker |
+|---|---|---|
+| \`ctr-stats --no-stream\` (JSON Lines) | $(ms "$kj") | $(ratio "$kj" "$dp") |
+| \`ctr-stats --no-stream --format table\` | $(ms "$kt") | $(ratio "$kt" "$dp") |
+| \`docker stats --no-stream\` | $(ms "$dp") | 1 |
+
+Goal: at most 1/20 (0.05) of docker's median.
+
+EOF
