@@ -16,7 +16,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::container::{ContainerPaths, ContainerState, Status};
@@ -102,7 +102,113 @@ pub fn open_in_root(root: RawFd, path: &Path, flags: i32, mode: u32) -> std::io:
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+            // Kernels before 5.6: the same confinement, walked by hand.
+            Some(libc::ENOSYS) => return walk_in_root(root, path, flags, mode),
             _ => return Err(e),
+        }
+    }
+}
+
+fn at(dir: RawFd, name: &std::ffi::OsStr, flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
+    let c = CString::new(name.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: openat of one name below a held descriptor; the result is checked.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just opened.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn readlink_at(dir: RawFd, name: &std::ffi::OsStr) -> std::io::Result<PathBuf> {
+    let c = CString::new(name.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: readlinkat into our buffer.
+    let n = unsafe { libc::readlinkat(dir, c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
+/// RESOLVE_IN_ROOT by hand, for kernels without openat2: one component at
+/// a time with O_NOFOLLOW below a held descriptor; a symlink's target is
+/// spliced into the remaining path (absolute ones restart at `root`), `..`
+/// pops the stack of directories and stops at `root`; at most 40 links.
+/// Magic links cannot be met: /proc entries are read as ordinary symlinks
+/// and resolved as text inside the root.
+pub fn walk_in_root(root: RawFd, path: &Path, flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
+    use std::collections::VecDeque;
+    use std::path::Component;
+    let dup = |fd: RawFd| at(fd, std::ffi::OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0);
+    let mut stack: Vec<OwnedFd> = vec![dup(root)?];
+    let mut rest: VecDeque<std::ffi::OsString> = VecDeque::new();
+    let push_path = |rest: &mut VecDeque<std::ffi::OsString>, p: &Path, front: bool| {
+        let comps: Vec<std::ffi::OsString> = p
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        if front {
+            for c in comps.into_iter().rev() {
+                rest.push_front(c);
+            }
+        } else {
+            rest.extend(comps);
+        }
+    };
+    push_path(&mut rest, path, false);
+    let mut links = 0;
+    let follow_last = flags & libc::O_NOFOLLOW == 0;
+    loop {
+        let Some(name) = rest.pop_front() else {
+            // The path named the directory on top of the stack itself.
+            let top = stack.last().map(|f| f.as_raw_fd()).unwrap_or(root);
+            return at(top, std::ffi::OsStr::new("."), flags & !libc::O_NOFOLLOW, mode);
+        };
+        let top = stack.last().map(|f| f.as_raw_fd()).unwrap_or(root);
+        if name == ".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        let last = rest.is_empty();
+        let probe = at(top, &name, libc::O_PATH | libc::O_NOFOLLOW, 0);
+        let is_link = match &probe {
+            Ok(fd) => {
+                // SAFETY: an all-zero stat is valid to be overwritten; fstat of our descriptor.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: as above.
+                if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                st.st_mode & libc::S_IFMT == libc::S_IFLNK
+            }
+            Err(_) => false,
+        };
+        if is_link && (!last || follow_last) {
+            links += 1;
+            if links > 40 {
+                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            let target = readlink_at(top, &name)?;
+            if target.is_absolute() {
+                stack.truncate(1);
+            }
+            push_path(&mut rest, &target, true);
+            continue;
+        }
+        if last {
+            return at(top, &name, flags | libc::O_NOFOLLOW, mode);
+        }
+        match probe {
+            Ok(_) => stack.push(at(top, &name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -209,4 +315,46 @@ fn mount_detached(root: &StateRoot, state: &ContainerState) -> Result<OwnedFd, C
     }
     // SAFETY: the kernel just returned this descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(mfd as RawFd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hand_walk_stays_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path().join("root");
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), b"inside").unwrap();
+        std::os::unix::fs::symlink("/", r.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc/passwd", r.join("etc/up")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        std::fs::write(dir.path().join("outside"), b"host").unwrap();
+        let root = std::fs::File::open(&r).unwrap();
+        let read = |p: &str, flags: i32| -> std::io::Result<Vec<u8>> {
+            let fd = walk_in_root(root.as_raw_fd(), Path::new(p), flags, 0)?;
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v)?;
+            Ok(v)
+        };
+        for p in ["/escape/etc/passwd", "etc/up", "/../../etc/passwd", "escape/escape/../etc/up"] {
+            assert_eq!(read(p, libc::O_RDONLY).unwrap(), b"inside", "{p}");
+        }
+        assert!(read("/escape/../outside", libc::O_RDONLY).is_err());
+        assert_eq!(read("loop", libc::O_RDONLY).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        // O_NOFOLLOW keeps the last link itself.
+        let fd =
+            walk_in_root(root.as_raw_fd(), Path::new("/etc/up"), libc::O_PATH | libc::O_NOFOLLOW, 0).unwrap();
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFLNK);
+        // openat2 agrees on every path.
+        for p in ["/escape/etc/passwd", "etc/up", "/../../etc/passwd"] {
+            let fd = open_in_root(root.as_raw_fd(), Path::new(p), libc::O_RDONLY, 0).unwrap();
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v).unwrap();
+            assert_eq!(v, b"inside");
+        }
+    }
 }
