@@ -383,3 +383,24 @@ fn a_directory_swapped_for_a_symlink_in_a_loop_never_leads_out() {
     assert!(leaked.is_empty(), "written on the host: {leaked:?}");
     assert!(ok_in > 0, "no copy ever succeeded: the race was never exercised");
 }
+
+#[test]
+fn a_running_containers_mounts_are_seen_as_the_container_sees_them() {
+    let root = TestRoot::new();
+    let img = image(&root);
+    let c = Attached::start(&root, &img, "mounted", &["--tmpfs", "/scratch"], &["sleep", "1000"]);
+    let h = tempfile::tempdir().unwrap();
+    let f = h.path().join("in-tmpfs");
+    std::fs::write(&f, b"on the tmpfs\n").unwrap();
+    cp(&root, &[f.to_str().unwrap(), "mounted:/scratch/"]).assert_ok();
+    assert_eq!(std::fs::read(inside(&c, "/scratch/in-tmpfs")).unwrap(), b"on the tmpfs\n");
+    let upper = root.path().join("containers").join(&c.id).join("upper");
+    assert!(
+        !upper.join("scratch/in-tmpfs").exists(),
+        "the copy went under the tmpfs, not into the upper dir"
+    );
+    // And back out of it.
+    let out = cp(&root, &["mounted:/scratch/in-tmpfs", "-"]);
+    out.assert_ok();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("on the tmpfs"));
+}
