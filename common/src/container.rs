@@ -300,11 +300,17 @@ pub fn release_name(root: &StateRoot, name: &str, id: &str) {
     }
 }
 
-/// The kernel's boot id, empty if unreadable.
+/// The environment variable naming a file to read the boot id from instead
+/// of /proc/sys/kernel/random/boot_id (tests simulate a reboot with it).
+pub const BOOT_ID_FILE_ENV: &str = "KIST_BOOT_ID_FILE";
+
+/// The kernel's boot id (or the one in `$KIST_BOOT_ID_FILE`), empty if unreadable.
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    let path = std::env::var_os(BOOT_ID_FILE_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id"));
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// The current time in RFC 3339 with nanoseconds, UTC, as Docker prints it.

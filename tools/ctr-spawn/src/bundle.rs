@@ -40,7 +40,7 @@ pub const READONLY_PATHS: &[&str] =
 
 /// A named volume the container uses and whether it must be filled from
 /// the image's content at its mount point (it was created just now).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VolumeUse {
     pub name: String,
     pub data: PathBuf,

@@ -27,6 +27,10 @@ pub enum Error {
     Fs(#[from] kist_common::fsutil::FsError),
     #[error(transparent)]
     Store(#[from] kist_common::store::StoreError),
+    #[error(transparent)]
+    Teardown(#[from] kist_common::teardown::TeardownError),
+    #[error(transparent)]
+    Lifecycle(#[from] kist_common::lifecycle::LifecycleError),
     #[error("cgroup: {0}")]
     Cgroup(String),
     #[error("{0}")]
@@ -66,6 +70,7 @@ impl kist_common::HasExitCode for Error {
             Error::Usage(_) => kist_common::ExitCode::Usage,
             Error::Image(_) => kist_common::ExitCode::NotFound,
             Error::Container(e) => e.exit_code(),
+            Error::Lifecycle(e) => e.exit_code(),
             _ => kist_common::ExitCode::Failure,
         }
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod image;
 pub mod names;
 pub mod options;
+pub mod restart;
 pub mod runtime;
 pub mod user;
 
@@ -75,6 +76,22 @@ pub fn command() -> Command {
         .arg(opt("cpuset-cpus").value_name("LIST").help("CPUs the container may use (0-3, 0,1)"))
         .arg(opt("cidfile").value_name("FILE").help("Write the container id to FILE"))
         .arg(opt("record").value_name("FILE").help("Write the container record (JSON) to FILE when the container exits"))
+        .arg(flag("detach").short('d').help("Run in the background under a monitor; print the container record"))
+        .arg(opt("restart").value_name("POLICY").help("Restart policy of a detached container: no, on-failure[:N], always, unless-stopped"))
+        .arg(multi("log-opt").value_name("OPT").help("json-file log options: max-size=SIZE, max-file=N"))
+        .arg(flag("create").conflicts_with("detach").help("Create the container without starting it (docker create)"))
+        .arg(
+            opt("start")
+                .value_name("NAME|ID")
+                .conflicts_with_all(["create", "detach", "image", "command"])
+                .help("Start a created or stopped container again (docker start); detached unless -a"),
+        )
+        .arg(flag("attach").short('a').requires("start").help("With --start: attach to the container and pass its status through"))
+        .arg(
+            flag("restore")
+                .conflicts_with_all(["start", "create", "detach", "image", "command"])
+                .help("After a reboot, start the always and unless-stopped containers (kist-restore.service)"),
+        )
         .arg(
             Arg::new("command")
                 .value_name("CMD")
@@ -88,7 +105,10 @@ pub fn command() -> Command {
             "Examples:\n  \
              img-fetch docker.io/library/busybox:latest | img-unpack | ctr-spawn --rm -- echo hello\n  \
              ctr-spawn --image busybox --rm -it sh\n  \
-             ctr-spawn --image busybox --rm --memory 32m --pids-limit 10 -- sh -c 'exit 7'; echo $?",
+             ctr-spawn --image busybox --rm --memory 32m --pids-limit 10 -- sh -c 'exit 7'; echo $?\n  \
+             ctr-spawn --image busybox -d --name web --restart unless-stopped --log-opt max-size=1m,max-file=3 -- httpd -f\n  \
+             ctr-spawn --image busybox --create --name job -- echo hi && ctr-spawn --start job -a\n  \
+             KIST_BOOT_ID_FILE=/tmp/boot-id ctr-spawn --restore",
         )
 }
 
@@ -132,6 +152,29 @@ pub fn clap_error(e: clap::Error) -> std::process::ExitCode {
 
 /// Runs the container; returns the status to exit with.
 pub fn run(matches: &clap::ArgMatches) -> Result<u8, Error> {
+    if matches.get_flag("restore") || matches.get_one::<String>("start").is_some() {
+        let root = kist_common::StateRoot::resolve(
+            matches.get_one::<std::path::PathBuf>("root").map(|p| p.as_path()),
+        )?;
+        return match matches.get_one::<String>("start") {
+            Some(q) => runtime::detached::start(
+                &root,
+                q,
+                matches.get_flag("attach"),
+                matches.get_flag("interactive"),
+            ),
+            None => runtime::detached::restore(&root),
+        };
+    }
     let opts = options::Options::from_matches(matches)?;
-    runtime::attached::run(opts)
+    if matches.get_flag("create") {
+        runtime::detached::create_only(opts)
+    } else if opts.detach {
+        runtime::detached::run(opts)
+    } else {
+        if opts.restart != restart::Policy::No {
+            return Err(Error::Usage("--restart applies to detached containers: add -d".into()));
+        }
+        runtime::attached::run(opts)
+    }
 }

@@ -97,6 +97,10 @@ pub struct Options {
     pub cidfile: Option<PathBuf>,
     pub record: Option<PathBuf>,
     pub command: Vec<String>,
+    /// `-d`: run under a monitor and return.
+    pub detach: bool,
+    pub restart: crate::restart::Policy,
+    pub log: crate::restart::LogOpts,
 }
 
 fn strings(m: &clap::ArgMatches, id: &str) -> Vec<String> {
@@ -243,7 +247,16 @@ impl Options {
             cidfile: one(m, "cidfile").map(PathBuf::from),
             record: one(m, "record").map(PathBuf::from),
             command: strings(m, "command"),
+            detach: m.get_flag("detach"),
+            restart: match one(m, "restart") {
+                Some(r) => crate::restart::Policy::parse(&r)?,
+                None => crate::restart::Policy::No,
+            },
+            log: crate::restart::LogOpts::parse(&strings(m, "log-opt"))?,
         };
+        if opts.rm && opts.restart != crate::restart::Policy::No {
+            return Err(Error::Usage("conflicting options: cannot specify both --restart and --rm".into()));
+        }
         if let Some(w) = &opts.workdir {
             if !w.starts_with('/') {
                 return Err(Error::Usage(format!(

@@ -191,7 +191,10 @@ fn run(plan: &Plan, sock: RawFd, tty: bool) -> Result<std::convert::Infallible, 
     if let (Some(f), false) = (&filter, nnp) {
         seccomp::load(f).map_err(|e| other(format!("seccomp: {e}")))?;
     }
-    let capabilities = process.capabilities().clone().unwrap_or_default();
+    // No `capabilities` in config.json means none at all (as runc does),
+    // not oci-spec's Default, which grants AUDIT_WRITE, KILL and
+    // NET_BIND_SERVICE in every set.
+    let capabilities = process.capabilities().clone().unwrap_or_else(|| caps::uniform(Default::default()));
     caps::prepare_for_setuid(&capabilities).map_err(|e| other(format!("capabilities: {e}")))?;
     let user = process.user();
     let gids: Vec<nix::unistd::Gid> = user

@@ -7,8 +7,12 @@
 
 pub mod attached;
 pub mod cgroups;
+pub mod create;
+pub mod detached;
 pub mod fs;
 pub mod init;
+pub mod logfile;
+pub mod monitor;
 pub mod msg;
 pub mod reaper;
 pub mod tty;

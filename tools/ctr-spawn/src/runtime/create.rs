@@ -1,0 +1,267 @@
+//! Creating a container, shared by attached and detached runs and
+//! `--create`: claim an id and a name, write the bundle, `state.json`
+//! (status created) and `spawn.json` (what the runtime needs beyond
+//! config.json, so that `--start` and the monitor can start it again).
+//! Whatever fails half-way, nothing half-created is left behind: the
+//! [`Created`] guard removes it through kist_common::teardown.
+
+use std::path::{Path, PathBuf};
+
+use kist_common::container::{self, ContainerPaths, ContainerState, Status};
+use kist_common::fsutil::{atomic_write, atomic_write_nosync, Lock};
+use kist_common::record::SnapshotRecord;
+use kist_common::teardown::{self, Removal};
+use kist_common::StateRoot;
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{self, Inputs, Plan, VolumeUse};
+use crate::options::Options;
+use crate::restart::{LogOpts, Policy};
+use crate::{image, names, Error};
+
+/// `containers/<id>/spawn.json`: the runtime's inputs that config.json does
+/// not hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Launch {
+    /// Overlay lower directories, highest layer first.
+    pub lowerdirs: Vec<PathBuf>,
+    pub volumes: Vec<VolumeUse>,
+    pub init: bool,
+    pub interactive: bool,
+    pub ephemeral: bool,
+    #[serde(default)]
+    pub restart: Policy,
+    #[serde(default)]
+    pub log: LogOpts,
+}
+
+pub fn launch_path(paths: &ContainerPaths) -> PathBuf {
+    paths.dir.join("spawn.json")
+}
+
+/// Undoes a container's creation unless disarmed.
+pub struct Created {
+    pub root: StateRoot,
+    pub id: String,
+    pub name: Option<String>,
+    pub anonymous_volumes: Vec<String>,
+    pub armed: bool,
+}
+
+impl Created {
+    /// Removes what was created (the caller removes its cgroup).
+    pub fn remove(&mut self) -> Result<(), Error> {
+        self.armed = false;
+        let what = Removal { name: self.name.clone(), cgroup: None, volumes: self.anonymous_volumes.clone() };
+        teardown::remove(&self.root, &self.id, &what)?;
+        Ok(())
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.remove();
+        }
+    }
+}
+
+/// Writes a container file atomically; fsync'd unless the container is
+/// ephemeral (`--rm`: nothing of it may outlive the run, so a power loss
+/// has nothing to preserve, and the fsyncs would dominate its start time).
+pub fn put(durable: bool, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    if durable {
+        atomic_write(path, bytes)?;
+    } else {
+        atomic_write_nosync(path, bytes)?;
+    }
+    Ok(())
+}
+
+fn json<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, Error> {
+    let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Sys(format!("{what}: {e}")))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Writes a new container's state.json (nobody else knows the id yet).
+fn save_new(root: &StateRoot, state: &ContainerState, paths: &ContainerPaths) -> Result<(), Error> {
+    let _lock = container::lock(root, &state.id)?;
+    put(!state.auto_remove, &paths.state(), &json("state.json", state)?)
+}
+
+/// A created container, ready to start.
+pub struct Prepared {
+    pub guard: Created,
+    pub plan: Plan,
+    pub state: ContainerState,
+    pub launch: Launch,
+}
+
+/// Creates the container (status created).
+pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
+    let root = opts.root.clone();
+    root.ensure()?;
+    // Held while the container is created, so that img-rm's collection
+    // sees either no container or one whose state names its snapshots.
+    let snapshots_lock = Lock::shared(&root.locks_dir().join("snapshots.lock"))?;
+    let snap: SnapshotRecord = match &opts.image_ref {
+        Some(r) => image::from_store(&root, r)?,
+        None => image::from_stdin(opts.interactive)?,
+    };
+    if snap.snapshots.is_empty() {
+        return Err(Error::Image("the snapshot record names no snapshots".into()));
+    }
+    if let Some(missing) = snap.snapshots.iter().find(|p| !p.is_dir()) {
+        return Err(Error::Image(format!(
+            "snapshot {} is missing: run img-unpack for image {} first",
+            missing.display(),
+            snap.id
+        )));
+    }
+
+    let id = names::new_id().map_err(|e| Error::Sys(format!("random: {e}")))?;
+    let paths = ContainerPaths::new(&root, &id);
+    let mut guard = Created {
+        root: root.clone(),
+        id: id.clone(),
+        name: None,
+        anonymous_volumes: Vec::new(),
+        armed: true,
+    };
+    let name = match &opts.name {
+        Some(n) => {
+            container::claim_name(&root, n, &id)?;
+            n.clone()
+        }
+        None => {
+            let mut retry = 0;
+            loop {
+                let n = names::generated_name(retry);
+                match container::claim_name(&root, &n, &id) {
+                    Ok(()) => break n,
+                    Err(container::ContainerError::NameInUse { .. }) if retry < 20 => retry += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    };
+    guard.name = Some(name.clone());
+
+    std::fs::create_dir(&paths.dir).map_err(Error::io("cannot create", &paths.dir))?;
+    for d in [paths.upper(), paths.work(), paths.rootfs()] {
+        std::fs::create_dir(&d).map_err(Error::io("cannot create", &d))?;
+    }
+    let plan = bundle::plan(
+        opts,
+        &Inputs {
+            id: &id,
+            name: &name,
+            paths: &paths,
+            image: &snap.config,
+            snapshots: &snap.snapshots,
+            volumes_dir: &root.volumes_dir(),
+        },
+    )?;
+    guard.anonymous_volumes = plan.volumes.iter().filter(|v| v.anonymous).map(|v| v.name.clone()).collect();
+    let durable = !opts.rm;
+    put(durable, &paths.hostname(), format!("{}\n", plan.hostname).as_bytes())?;
+    put(durable, &paths.hosts(), &bundle::hosts_file(opts.network))?;
+    put(durable, &paths.resolv_conf(), &bundle::resolv_conf(opts.network))?;
+    put(durable, &paths.config(), &json("config.json", &plan.spec)?)?;
+    let launch = Launch {
+        lowerdirs: plan.lowerdirs.clone(),
+        volumes: plan.volumes.clone(),
+        init: plan.init,
+        interactive: plan.interactive,
+        ephemeral: plan.ephemeral,
+        restart: opts.restart,
+        log: opts.log,
+    };
+    put(durable, &launch_path(&paths), &json("spawn.json", &launch)?)?;
+
+    let command = plan.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
+    let state = ContainerState {
+        schema_version: container::STATE_VERSION,
+        id: id.clone(),
+        name: name.clone(),
+        image: snap.id.clone(),
+        image_ref: opts.image_ref.clone().or_else(|| snap.reference.clone()),
+        snapshots: snap.snapshots.clone(),
+        command,
+        created: container::now_rfc3339(),
+        status: Status::Created,
+        pid: None,
+        owner_pid: None,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        oom_killed: false,
+        restart_count: 0,
+        auto_remove: opts.rm,
+        tty: opts.tty,
+        hostname: plan.hostname.clone(),
+        cgroup: Some(plan.cgroup_path.clone()),
+        boot_id: container::boot_id(),
+        labels: opts.labels.clone(),
+        volumes: plan.volumes.iter().map(|v| v.name.clone()).collect(),
+        anonymous_volumes: guard.anonymous_volumes.clone(),
+        stop_signal: Some(snap.config.stop_signal.clone()).filter(|s| !s.is_empty()),
+        stopped_by_user: false,
+    };
+    save_new(&root, &state, &paths)?;
+    drop(snapshots_lock);
+    if let Some(f) = &opts.cidfile {
+        write_cidfile(f, &id)?;
+    }
+    Ok(Prepared { guard, plan, state, launch })
+}
+
+/// Rebuilds the plan of an existing container from its config.json,
+/// spawn.json and state (for `--start`, `--restore`).
+pub fn load_plan(root: &StateRoot, state: &ContainerState) -> Result<(Plan, Launch), Error> {
+    let paths = ContainerPaths::new(root, &state.id);
+    let spec = oci_spec::runtime::Spec::load(paths.config())
+        .map_err(|e| Error::Sys(format!("{}: {e}", paths.config().display())))?;
+    let text = std::fs::read(launch_path(&paths)).map_err(Error::io("cannot read", launch_path(&paths)))?;
+    let mut launch: Launch = serde_json::from_slice(&text)
+        .map_err(|e| Error::Sys(format!("{}: {e}", launch_path(&paths).display())))?;
+    if state.started_at.is_some() {
+        // Volumes are filled from the image on their first use only.
+        for v in &mut launch.volumes {
+            v.fill = false;
+        }
+    }
+    let plan = Plan {
+        id: state.id.clone(),
+        name: state.name.clone(),
+        paths,
+        spec,
+        lowerdirs: launch.lowerdirs.clone(),
+        volumes: launch.volumes.clone(),
+        init: launch.init,
+        interactive: launch.interactive,
+        ephemeral: launch.ephemeral,
+        cgroup_path: state.cgroup.clone().unwrap_or_else(|| format!("kist/{}", state.id)),
+        hostname: state.hostname.clone(),
+    };
+    Ok((plan, launch))
+}
+
+/// Docker's --cidfile: created exclusively, holding the id.
+fn write_cidfile(path: &Path, id: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Usage(format!(
+                "container ID file found, make sure the other container isn't running or delete {}",
+                path.display()
+            ))
+        } else {
+            Error::io("cannot write cidfile", path)(e)
+        }
+    })?;
+    f.write_all(id.as_bytes()).map_err(Error::io("cannot write cidfile", path))?;
+    Ok(())
+}

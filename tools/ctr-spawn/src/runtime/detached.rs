@@ -1,0 +1,130 @@
+//! The verbs around the monitor: `-d` (create, start under a monitor,
+//! print the record), `--create` (create only), `--start` (start a created
+//! or exited container again, detached or attached) and `--restore`
+//! (after a reboot, start what the restart policies say).
+
+use kist_common::container::{self, ContainerState, Status};
+use kist_common::lifecycle;
+use kist_common::record::{emit, Record};
+use kist_common::teardown::{self, Removal};
+use kist_common::StateRoot;
+
+use super::create::{self, Prepared};
+use super::monitor;
+use crate::options::Options;
+use crate::Error;
+
+fn print(root: &StateRoot, id: &str) -> Result<(), Error> {
+    let state = lifecycle::load(root, id)?;
+    let rec = lifecycle::record(&state, &lifecycle::Host::probe());
+    emit(&Record::Container(rec)).map_err(|e| Error::Sys(format!("stdout: {e}")))
+}
+
+/// `ctr-spawn -d`: returns once the container runs, with its record printed.
+pub fn run(opts: Options) -> Result<u8, Error> {
+    let Prepared { mut guard, plan, launch, state } = create::prepare(&opts)?;
+    // From here on the container exists; a failed start leaves it behind
+    // as Docker does (exited with 125/126/127), unless --rm.
+    guard.armed = false;
+    monitor::spawn(&opts.root, plan, launch)?;
+    print(&opts.root, &state.id)?;
+    Ok(0)
+}
+
+/// `ctr-spawn --create`: the container, created and not started.
+pub fn create_only(opts: Options) -> Result<u8, Error> {
+    let Prepared { mut guard, state, .. } = create::prepare(&opts)?;
+    guard.armed = false;
+    print(&opts.root, &state.id)?;
+    Ok(0)
+}
+
+/// `ctr-spawn --start NAME|ID [-a] [-i]`.
+pub fn start(root: &StateRoot, query: &str, attach: bool, interactive: bool) -> Result<u8, Error> {
+    let id = lifecycle::resolve(root, query)?;
+    let host = lifecycle::Host::probe();
+    let (state, ok) = lifecycle::update(root, &id, |s| {
+        let seen = lifecycle::observe(s, &host);
+        let ok = matches!(seen.status, Status::Created | Status::Exited);
+        if ok {
+            // A start undoes the user's stop.
+            s.stopped_by_user = false;
+        }
+        (ok, seen.status)
+    })?;
+    match ok {
+        (true, _) => {}
+        (false, Status::Running | Status::Paused | Status::Restarting) => {
+            // Docker: starting a running container is a no-op.
+            print(root, &id)?;
+            return Ok(0);
+        }
+        (false, other) => {
+            return Err(Error::Usage(format!(
+                "container {} is {}: it cannot be started",
+                &id[..12],
+                other.as_str()
+            )))
+        }
+    }
+    let (mut plan, launch) = create::load_plan(root, &state)?;
+    if attach {
+        plan.interactive = interactive;
+        let tty = state.tty;
+        let _ = teardown::destroy_cgroup(&plan.cgroup_path);
+        let code = super::attached::run_plan(root, &plan, tty, interactive, &None)?;
+        if state.auto_remove {
+            let now = lifecycle::load(root, &id)?;
+            teardown::remove(root, &id, &Removal::of(&now, true))?;
+        }
+        return Ok(code);
+    }
+    monitor::spawn(root, plan, launch)?;
+    print(root, &id)?;
+    Ok(0)
+}
+
+/// `ctr-spawn --restore`: after a reboot, records the containers left from
+/// the previous boot as exited, removes the --rm ones, and starts the
+/// `always` ones and the `unless-stopped` ones the user had not stopped.
+pub fn restore(root: &StateRoot) -> Result<u8, Error> {
+    let boot = container::boot_id();
+    let mut failed = false;
+    for id in lifecycle::container_ids(root)? {
+        let Ok(state) = lifecycle::load(root, &id) else { continue };
+        if state.boot_id.is_empty() || state.boot_id == boot {
+            continue;
+        }
+        if let Err(e) = restore_one(root, &id, &state, &boot) {
+            kist_common::warn!("container {}: {e}", &id[..12]);
+            failed = true;
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn restore_one(root: &StateRoot, id: &str, state: &ContainerState, boot: &str) -> Result<(), Error> {
+    let live =
+        matches!(state.status, Status::Running | Status::Paused | Status::Restarting | Status::Removing);
+    if state.auto_remove {
+        teardown::remove(root, id, &Removal::of(state, true))?;
+        return Ok(());
+    }
+    let (state, ()) = lifecycle::update(root, id, |s| {
+        if live {
+            s.status = Status::Exited;
+            s.exit_code = Some(s.exit_code.unwrap_or(255));
+            s.pid = None;
+            s.owner_pid = None;
+        }
+        // Judged once: a second --restore on this boot leaves it alone.
+        s.boot_id = boot.to_string();
+    })?;
+    let (plan, launch) = create::load_plan(root, &state)?;
+    if !launch.restart.restores(state.stopped_by_user) || state.status == Status::Created {
+        return Ok(());
+    }
+    monitor::spawn(root, plan, launch)?;
+    kist_common::info!("restored {} ({})", state.name, &id[..12]);
+    Ok(())
+}
