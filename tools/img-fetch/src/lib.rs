@@ -284,6 +284,11 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
 
     let root = StateRoot::resolve(m.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
     let store = Store::open(&root)?;
+    // Held shared for the whole pull: blobs land before index.json names
+    // them, and img-rm's collection (which takes this lock exclusively)
+    // must not sweep a blob this pull found present and is about to tag.
+    let _pull_lock =
+        kist_common::fsutil::Lock::shared(&root.fetch_lock()).map_err(kist_common::store::StoreError::from)?;
     let puller = Puller {
         store: &store,
         progress: &progress,
