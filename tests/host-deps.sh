@@ -5,7 +5,7 @@
 # everything is already there.
 set -eu
 
-PACKAGES="docker-registry skopeo umoci busybox-static runc crun jq apache2-utils openssl iproute2 nftables util-linux procps psmisc zstd"
+PACKAGES="docker-registry skopeo umoci busybox-static runc crun jq apache2-utils openssl iproute2 util-linux mount procps zstd debootstrap python3"
 [ "$#" -gt 0 ] && PACKAGES="$PACKAGES $*"
 
 missing=""
