@@ -118,7 +118,7 @@ cat <<EOF
 \`ctr-stats --no-stream\` over $N running kist containers (attached ctr-spawn, \`sleep 1000\`) against
 \`docker stats --no-stream\` over $N \`docker run -d --network none\` containers of the same busybox (docker
 $dver, its own dockerd on a temporary data root). Both need two readings for CPU %: ctr-stats takes them
-150 ms apart (one sleep for all containers), docker primes for about two seconds. hyperfine, $RUNS runs after
+100 ms apart (one sleep for all containers), docker primes for about two seconds. hyperfine, $RUNS runs after
 one warm-up, one run of this script.
 
 | command | median | ctr-stats / docker |
