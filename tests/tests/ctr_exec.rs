@@ -158,3 +158,32 @@ fn signals_to_ctr_exec_reach_the_process() {
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(42));
 }
+
+#[test]
+fn detach_returns_at_once_and_env_files_are_read() {
+    let root = TestRoot::new();
+    let img = busybox(root.path());
+    let c = Attached::start(&root, &img, "bg", &[], &["sleep", "1000"]);
+    let h = tempfile::tempdir().unwrap();
+    let envf = h.path().join("env");
+    std::fs::write(&envf, "# comment\nFROM_FILE=file value\n\n").unwrap();
+    let t0 = std::time::Instant::now();
+    let out = run(root.cmd("ctr-exec").args([
+        "-d",
+        "--env-file",
+        envf.to_str().unwrap(),
+        "bg",
+        "sh",
+        "-c",
+        "sleep 1; echo \"$FROM_FILE\" > /dflag",
+    ]));
+    out.assert_ok();
+    assert!(t0.elapsed() < Duration::from_millis(900), "-d waited for the process: {:?}", t0.elapsed());
+    let flag = format!("/proc/{}/root/dflag", c.pid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&flag).map(|s| s.is_empty()).unwrap_or(true) {
+        assert!(std::time::Instant::now() < deadline, "the detached process never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&flag).unwrap(), "file value\n");
+}

@@ -152,6 +152,8 @@ struct ProcessPlan {
     rlimits: Option<Vec<oci_spec::runtime::PosixRlimit>>,
     tty: bool,
     stdin: bool,
+    /// `-d`: the process's 0-2 are /dev/null, as docker exec -d leaves them.
+    detach: bool,
 }
 
 fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
@@ -239,6 +241,7 @@ pub fn run(m: &clap::ArgMatches) -> Result<u8, Error> {
         rlimits: process.rlimits().clone(),
         tty,
         stdin: m.get_flag("interactive"),
+        detach: m.get_flag("detach"),
     };
     let namespaces: Vec<LinuxNamespaceType> = spec
         .linux()
@@ -672,10 +675,14 @@ fn process_main(plan: &ProcessPlan, slave: Option<RawFd>, err: RawFd) -> (u8, St
             if s > 2 {
                 libc::close(s);
             }
-        } else if !plan.stdin {
-            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        } else if plan.detach || !plan.stdin {
+            // The container's /dev/null (the root is the container's now).
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             if fd >= 0 {
-                libc::dup2(fd, 0);
+                let upto = if plan.detach { 3 } else { 1 };
+                for target in 0..upto {
+                    libc::dup2(fd, target);
+                }
                 libc::close(fd);
             }
         }
