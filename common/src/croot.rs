@@ -28,8 +28,6 @@ pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrootError {
-    #[error("container {0} is paused: unpause it first")]
-    Paused(String),
     #[error("container {0} is {1}")]
     NotUsable(String, &'static str),
     #[error("cannot open the root of container {id}")]
@@ -50,7 +48,7 @@ pub enum CrootError {
 impl crate::HasExitCode for CrootError {
     fn exit_code(&self) -> crate::ExitCode {
         match self {
-            CrootError::Paused(_) | CrootError::NotUsable(..) => crate::ExitCode::Conflict,
+            CrootError::NotUsable(..) => crate::ExitCode::Conflict,
             CrootError::Open { source, .. } | CrootError::Mount { source, .. } => {
                 crate::exit::io_exit_code(source)
             }
@@ -227,8 +225,9 @@ pub fn open(root: &StateRoot, state: &ContainerState) -> Result<ContainerRoot, C
     let host = Host::probe();
     let seen = lifecycle::observe(state, &host);
     match seen.status {
-        Status::Paused => return Err(CrootError::Paused(state.name.clone())),
-        Status::Running | Status::Dead if seen.process_alive => {
+        // A frozen init's root is still a directory like any other: copies
+        // work on paused containers, as docker cp's do.
+        Status::Running | Status::Paused | Status::Dead if seen.process_alive => {
             if let Some(pid) = state.pid {
                 let p = PathBuf::from(format!("/proc/{pid}/root"));
                 let c = cpath(&p).map_err(|source| CrootError::Open { id: state.id.clone(), source })?;

@@ -404,3 +404,17 @@ fn a_running_containers_mounts_are_seen_as_the_container_sees_them() {
     out.assert_ok();
     assert!(String::from_utf8_lossy(&out.stdout).contains("on the tmpfs"));
 }
+
+#[test]
+fn a_paused_container_is_copied_from_and_to() {
+    let root = TestRoot::new();
+    let img = image(&root);
+    let c = Attached::start(&root, &img, "frozen", &[], &["sleep", "1000"]);
+    run(root.cmd("ctr-kill").args(["--pause", "frozen"])).assert_ok();
+    let h = tempfile::tempdir().unwrap();
+    cp(&root, &["frozen:/data/one", h.path().to_str().unwrap()]).assert_ok();
+    assert_eq!(std::fs::read(h.path().join("one")).unwrap(), b"one\n");
+    cp(&root, &[h.path().join("one").to_str().unwrap(), "frozen:/tmp/back"]).assert_ok();
+    assert_eq!(std::fs::read(inside(&c, "/tmp/back")).unwrap(), b"one\n");
+    run(root.cmd("ctr-kill").args(["--resume", "frozen"])).assert_ok();
+}
