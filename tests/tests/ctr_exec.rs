@@ -187,3 +187,20 @@ fn detach_returns_at_once_and_env_files_are_read() {
     }
     assert_eq!(std::fs::read_to_string(&flag).unwrap(), "file value\n");
 }
+
+#[test]
+fn privileged_gets_every_capability_and_no_filter() {
+    let root = TestRoot::new();
+    let img = busybox(root.path());
+    let c = Attached::start(&root, &img, "priv", &[], &["sleep", "1000"]);
+    let out = run(root.cmd("ctr-exec").args(["--privileged", "priv", "cat", "/proc/self/status"]));
+    out.assert_ok();
+    let text = out.stdout_str();
+    let field =
+        |t: &str, k: &str| t.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_string());
+    let mine = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_eq!(field(&text, "CapEff:"), field(&mine, "CapEff:"), "privileged: the host's full set");
+    assert_eq!(field(&text, "Seccomp:").as_deref(), Some("0"));
+    let init = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap();
+    assert_ne!(field(&init, "CapEff:"), field(&text, "CapEff:"), "the init itself is not privileged");
+}
