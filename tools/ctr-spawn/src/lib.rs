@@ -32,7 +32,17 @@ pub fn command() -> Command {
              creates containers/<id>/ (an OCI runtime bundle with config.json and state.json), \
              mounts an overlay of the image's snapshots, runs the command in new mount, pid, \
              uts, ipc and network namespaces with Docker's default capabilities, seccomp \
-             profile, masked paths, devices and rlimits, waits for it and exits with its status.",
+             profile, masked paths, devices and rlimits, waits for it and exits with its status.\n\n\
+             With -d a monitor (a host process in its own session, the container init's \
+             subreaper parent) runs the container instead: it logs stdout/stderr to \
+             containers/<id>/log.jsonl (Docker's json-file format, --log-opt max-size=,max-file= \
+             rotation), records exits, applies --restart and removes the container with --rm; \
+             ctr-spawn prints the `container` record and exits 0 once the container runs. \
+             --create only creates; --start starts a created or stopped container again with its \
+             saved configuration and upper directory; --restore, run once after boot \
+             (kist-restore.service), starts the `always` containers and the `unless-stopped` ones \
+             the user did not stop. The boot id is read from /proc/sys/kernel/random/boot_id, or \
+             from the file $KIST_BOOT_ID_FILE names (for tests that simulate a reboot).",
         )
         .arg(
             Arg::new("root")
@@ -119,22 +129,38 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            with a message naming img-unpack when a snapshot is missing). \
            Prints nothing on stdout in an attached run: stdout belongs to the container. \
            --cidfile FILE receives the container id; --record FILE receives the `container` record \
-           (id, name, image, command, created, state, pid, exitCode, oomKilled) when the container exits.",
+           (id, name, image, command, created, state, pid, exitCode, oomKilled) when the container exits. \
+           With -d, --create and --start (detached) ctr-spawn prints the `container` record on stdout \
+           once the container runs (or is created). The monitor writes containers/<id>/log.jsonl, one \
+           {\"log\",\"stream\",\"time\"} object per line, and state.json (status running, restarting, \
+           exited; restartCount, startedAt, finishedAt, exitCode, oomKilled).",
     exit_status: "The container's exit status, or 128+N when it was killed by signal N (137: SIGKILL, \
                   also after the OOM killer, which ctr-spawn reports on stderr).\n\
                   125  ctr-spawn itself failed: a bad flag, a missing image, a setup error.\n\
                   126  the command cannot be executed (permission denied, a directory).\n\
-                  127  the command was not found.",
+                  127  the command was not found.\n\
+                  With -d, --create, --start and --restore: 0 once the container runs (or was created, or \
+                  all restores succeeded); 125/126/127 as above when it could not start; --restore exits 1 \
+                  if any container could not be restored. --restart with --rm is a usage error (125).",
     files: "containers/<id>/config.json\n    The OCI runtime configuration: the directory is a bundle runc can run \
             once rootfs/ holds the root file system.\n\
             containers/<id>/state.json\n    Status, pid, image, snapshots, exit code.\n\
             containers/<id>/{upper,work,rootfs}\n    Overlay upper and work directories and mount point.\n\
             names/<name>\n    The id of the container of that name.\n\
-            volumes/<name>/_data\n    Named volumes.",
+            volumes/<name>/_data\n    Named volumes.\n\
+            containers/<id>/spawn.json\n    What --start and the monitor need beyond config.json: overlay \
+            layers, volumes, restart policy, log options.\n\
+            containers/<id>/log.jsonl, log.jsonl.1 ... log.jsonl.N\n    The detached container's output \
+            (json-file format), live file and rotated ones (.1 newest).\n\
+            kist-restore.service\n    The systemd unit that runs ctr-spawn --restore at boot.\n\
+            $KIST_BOOT_ID_FILE\n    If set, the file the boot id is read from instead of \
+            /proc/sys/kernel/random/boot_id.",
     examples: "img-unpack busybox | ctr-spawn --rm -- sh -c 'echo hi; exit 7'\n\
                ctr-spawn --image busybox --rm -it --name shell sh\n\
-               ctr-spawn --image busybox --rm -v /srv/data:/data:ro --memory 64m -- ls /data",
-    see_also: "img-unpack(1), ctr-list(1), ctr-kill(1), ctr-exec(1), kist-state(5), kist-records(5), runc(8)",
+               ctr-spawn --image busybox --rm -v /srv/data:/data:ro --memory 64m -- ls /data\n\
+               ctr-spawn --image busybox -d --name web --restart on-failure:5 --log-opt max-size=1m,max-file=3 -- httpd -f\n\
+               ctr-spawn --image busybox --create --name job -- date && ctr-spawn --start job -a",
+    see_also: "img-unpack(1), ctr-list(1), ctr-kill(1), ctr-logs(1), ctr-exec(1), kist-state(5), kist-records(5), runc(8)",
 };
 
 /// Maps a clap error to Docker's convention: usage errors exit 125, as
