@@ -19,6 +19,9 @@ pub fn tools() -> Vec<(&'static str, clap::Command, ManExtra)> {
         ("ctr-list", ctr_list::command(), ctr_list::MAN),
         ("ctr-kill", ctr_kill::command(), ctr_kill::MAN),
         ("ctr-logs", ctr_logs::command(), ctr_logs::MAN),
+        ("ctr-exec", ctr_exec::command(), ctr_exec::MAN),
+        ("ctr-cp", ctr_cp::command(), ctr_cp::MAN),
+        ("ctr-stats", ctr_stats::command(), ctr_stats::MAN),
     ]
 }
 
