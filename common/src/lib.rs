@@ -7,9 +7,9 @@
 //! this crate, and ctr-spawn's start-up time must not pay for what only
 //! img-fetch needs.
 
-pub mod container;
 pub mod catalog;
 pub mod cgroup;
+pub mod container;
 pub mod croot;
 pub mod diag;
 pub mod digest;

@@ -22,7 +22,10 @@ fn every_page_has_the_required_sections() {
     for (name, cmd, extra) in man::tools() {
         let page = man::render(name, &cmd, &extra).unwrap();
         for s in ["EXIT STATUS", "FILES", "EXAMPLES", "JSON", "OPTIONS"] {
-            assert!(page.contains(&format!(".SH \"{s}\"")) || page.contains(&format!(".SH {s}")), "{name}.1 lacks {s}");
+            assert!(
+                page.contains(&format!(".SH \"{s}\"")) || page.contains(&format!(".SH {s}")),
+                "{name}.1 lacks {s}"
+            );
         }
     }
 }

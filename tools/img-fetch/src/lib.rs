@@ -287,8 +287,8 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
     // Held shared for the whole pull: blobs land before index.json names
     // them, and img-rm's collection (which takes this lock exclusively)
     // must not sweep a blob this pull found present and is about to tag.
-    let _pull_lock =
-        kist_common::fsutil::Lock::shared(&root.fetch_lock()).map_err(kist_common::store::StoreError::from)?;
+    let _pull_lock = kist_common::fsutil::Lock::shared(&root.fetch_lock())
+        .map_err(kist_common::store::StoreError::from)?;
     let puller = Puller {
         store: &store,
         progress: &progress,
