@@ -507,3 +507,46 @@ fn the_idle_monitor_is_one_small_thread() {
         log_texts(&dir)
     );
 }
+
+#[test]
+fn a_command_that_cannot_start_fails_with_dockers_status() {
+    let env = Env::new();
+    let out = env.spawn_output(&["-d", "--name", "nope", "--", "/no/such/command"]);
+    assert_eq!(out.code(), 127, "{}", out.stderr_str());
+    assert!(out.stdout_str().is_empty());
+    // Left behind as Docker does, with its exit recorded and no monitor.
+    let id = kist_common::lifecycle::resolve(&kist_common::StateRoot::at(env.root.path()), "nope").unwrap();
+    env.ids.lock().unwrap().push(id.clone());
+    let s = env.state(&id).unwrap();
+    assert_eq!(s.exit_code, Some(127));
+    assert_eq!(s.status, Status::Exited);
+    // With --rm nothing is left.
+    let out = env.spawn_output(&["-d", "--rm", "--", "/no/such/command"]);
+    assert_eq!(out.code(), 127);
+    assert_eq!(env.list(&["-a"]).len(), 1);
+}
+
+#[test]
+fn the_monitor_does_not_hold_the_callers_pipes() {
+    let env = Env::new();
+    // As in `id=$(ctr-spawn -d …)`: the shell waits for EOF on its pipe.
+    let script = format!(
+        "exec 3>&1; {} -d --name held -- sleep 1000 < {}",
+        kist_tests::bin("ctr-spawn").display(),
+        env.root.path().join("rec.json").display()
+    );
+    std::fs::write(env.root.path().join("rec.json"), &env.img.record).unwrap();
+    let mut child = Command::new("sh")
+        .env("KIST_ROOT", env.root.path())
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut text = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+    child.wait().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let rec: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    env.ids.lock().unwrap().push(id_of(&rec));
+}

@@ -87,6 +87,21 @@ fn report(fd: &mut Option<OwnedFd>, line: &str) {
     }
 }
 
+/// Closes every descriptor above 2 but `keep`: the monitor lives long and
+/// must not hold its caller's pipes open (`id=$(ctr-spawn -d …)` would
+/// never finish).
+fn close_inherited(keep: RawFd) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(rd) => rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect(),
+        Err(_) => return,
+    };
+    for fd in fds.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
+        // SAFETY: closing descriptors nothing in the monitor uses any more
+        // (the directory's own descriptor is already closed).
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Points fds 0, 1 and 2 at /dev/null.
 fn null_stdio() {
     if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
@@ -101,6 +116,7 @@ fn null_stdio() {
 
 /// The monitor's life; returns its exit status.
 fn monitor(root: &StateRoot, plan: &Plan, launch: &Launch, report_w: OwnedFd) -> i32 {
+    close_inherited(report_w.as_raw_fd());
     let mut report_fd = Some(report_w);
     null_stdio();
     // SAFETY: prctl with integer arguments.
@@ -133,6 +149,7 @@ fn monitor(root: &StateRoot, plan: &Plan, launch: &Launch, report_w: OwnedFd) ->
     let mut log = LogFile::new(plan.paths.log(), launch.log);
     let mut backoff = Backoff::default();
     let mut first = true;
+    let mut failure = None;
     let removed = loop {
         let began = Instant::now();
         let outcome = run_once(root, plan, &cgroup, &mut log, sfd.as_raw_fd(), &mut report_fd);
@@ -141,7 +158,11 @@ fn monitor(root: &StateRoot, plan: &Plan, launch: &Launch, report_w: OwnedFd) ->
         let code = match outcome {
             Ok(code) => code,
             Err(e) => {
-                report(&mut report_fd, &format!("{} {e}", e.status()));
+                // Told once the exit is recorded (and with --rm, removed), so
+                // that what ctr-spawn's caller sees next is final.
+                if report_fd.is_some() {
+                    failure = Some(format!("{} {e}", e.status()));
+                }
                 i32::from(e.status())
             }
         };
@@ -168,6 +189,9 @@ fn monitor(root: &StateRoot, plan: &Plan, launch: &Launch, report_w: OwnedFd) ->
                 let _ = teardown::remove(root, &id, &Removal::of(&state, true));
             }
         }
+    }
+    if let Some(f) = failure {
+        report(&mut report_fd, &f);
     }
     if destroyed.is_err() {
         1
