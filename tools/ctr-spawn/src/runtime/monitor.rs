@@ -119,6 +119,11 @@ fn monitor(root: &StateRoot, plan: &Plan, launch: &Launch, report_w: OwnedFd) ->
     close_inherited(report_w.as_raw_fd());
     let mut report_fd = Some(report_w);
     null_stdio();
+    // Not to pin the caller's working directory (and its mount) for the
+    // container's whole life, when no path of the plan depends on it.
+    if plan.lowerdirs.iter().chain(plan.volumes.iter().map(|v| &v.data)).all(|p| p.is_absolute()) {
+        let _ = nix::unistd::chdir("/");
+    }
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut chld = SigSet::empty();
