@@ -550,3 +550,21 @@ fn the_monitor_does_not_hold_the_callers_pipes() {
     let rec: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     env.ids.lock().unwrap().push(id_of(&rec));
 }
+
+#[test]
+fn a_stop_during_the_backoff_ends_the_restarts() {
+    let env = Env::new();
+    let rec = env.detach(&["--name", "flappy", "--restart", "always"], &["sh", "-c", "exit 2"]);
+    let id = id_of(&rec);
+    assert!(wait_until(Duration::from_secs(20), || env.state(&id).is_some_and(|s| s.restart_count >= 3)));
+    let monitor = env.state(&id).unwrap().owner_pid.expect("monitor");
+    env.kill(&["--stop", "-t", "1", "flappy"]).assert_ok();
+    assert!(wait_until(Duration::from_secs(10), || !alive(monitor)), "the monitor keeps restarting");
+    let s = env.state(&id).unwrap();
+    assert_eq!(s.status, Status::Exited, "{s:?}");
+    assert!(s.stopped_by_user);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.state(&id).unwrap().restart_count, s.restart_count);
+    let l = env.list(&["-a"]);
+    assert!(l[0]["status"].as_str().unwrap().starts_with("Exited (2)"), "{}", l[0]);
+}
