@@ -66,6 +66,9 @@ install: build $(addprefix install-,$(TOOLS))
 	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man5
 	for p in $(MAN5); do $(INSTALL) -m 644 $$p $(DESTDIR)$(MANDIR)/man5/; done
 	$(CARGO) run --quiet --release -p kist-mangen --bin kist-gen-man -- --completions $(DESTDIR)$(DATADIR)
+	$(INSTALL) -d $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/|$(BINDIR)/|g' tools/ctr-spawn/kist-restore.service > $(DESTDIR)$(UNITDIR)/kist-restore.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/kist-restore.service
 
 # One tool and its man page, so distributions can package tools separately.
 $(addprefix install-,$(TOOLS)): install-%:
@@ -75,6 +78,7 @@ $(addprefix install-,$(TOOLS)): install-%:
 	@if [ -f man/$*.1 ]; then $(INSTALL) -m 644 man/$*.1 $(DESTDIR)$(MANDIR)/man1/$*.1; fi
 
 uninstall: $(addprefix uninstall-,$(TOOLS))
+	rm -f $(DESTDIR)$(UNITDIR)/kist-restore.service
 	for p in $(MAN5); do rm -f $(DESTDIR)$(MANDIR)/man5/$$(basename $$p); done
 	rm -f $(DESTDIR)$(DATADIR)/bash-completion/completions/img-* $(DESTDIR)$(DATADIR)/bash-completion/completions/ctr-*
 	rm -f $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_img-* $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_ctr-*
