@@ -2,7 +2,9 @@
 # make demo: the main story of kist on a fresh machine, printed as a person
 # would type it. Builds a small image from the host's busybox-static with
 # umoci, serves it from Debian's docker-registry on loopback, and plays the
-# pipeline: pull, unpack, run.
+# story: pull, unpack, run attached, run detached, exec, cp both ways,
+# stats, logs, stop, rm. (Published ports come with bridge networking; the
+# page is fetched from inside the container until then.)
 set -eu
 
 BIN=${KIST_BIN_DIR:-$(pwd)/target/release}
@@ -12,12 +14,18 @@ export KIST_ROOT="$WORK/root"
 REG_PID=""
 
 cleanup() {
-    [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+    ctr-kill --rm -f web >/dev/null 2>&1 || true
+    if [ -n "$REG_PID" ]; then
+        kill "$REG_PID" 2>/dev/null || true
+        wait "$REG_PID" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then B=$(printf '\033[1m'); N=$(printf '\033[0m'); else B=; N=; fi
+say() { printf '\n%s$ %s%s\n' "$B" "$*" "$N"; }
 run() { say "$*"; "$@"; }
 
 echo "kist demo: state root $KIST_ROOT"
@@ -63,15 +71,27 @@ run skopeo inspect --format '{{.Digest}} {{.Architecture}}' "oci:$KIST_ROOT:$IMG
 say "img-fetch $IMG    # again: everything is present"
 img-fetch --quiet "$IMG" >/dev/null && echo "(nothing downloaded)"
 
-if command -v img-unpack >/dev/null 2>&1; then
-    run img-unpack "$IMG"
-fi
-if command -v img-list >/dev/null 2>&1; then
-    run img-list --format table
-fi
-if command -v ctr-spawn >/dev/null 2>&1 && command -v img-unpack >/dev/null 2>&1; then
-    say "img-unpack $IMG | ctr-spawn --rm -- cat /var/www/index.html"
-    img-unpack "$IMG" | ctr-spawn --rm -- cat /var/www/index.html
-fi
+run img-unpack "$IMG"
+run img-list --format table
+
+say "img-unpack $IMG | ctr-spawn --rm -- cat /var/www/index.html"
+img-unpack "$IMG" | ctr-spawn --rm -- cat /var/www/index.html
+
+say "img-unpack $IMG | ctr-spawn -d --name web -- httpd -f -v -p 80 -h /var/www"
+img-unpack "$IMG" | ctr-spawn -d --name web -- httpd -f -v -p 80 -h /var/www
+run ctr-list --format table
+run ctr-exec web wget -q -O- http://127.0.0.1/
+echo "a file from the host" > "$WORK/f"
+run ctr-cp "$WORK/f" web:/tmp/
+run ctr-exec web cat /tmp/f
+run ctr-cp web:/etc/hostname "$WORK/hostname"
+say "cat $WORK/hostname"
+cat "$WORK/hostname"
+run ctr-stats --no-stream --format table web
+run ctr-logs web
+run ctr-kill --stop -t 2 web
+run ctr-list --all --format table
+run ctr-kill --rm web
+run ctr-list --all --format table
 echo
 echo "kist demo: done"
