@@ -5,11 +5,12 @@ use kist_mangen as man;
 
 #[test]
 fn committed_man_pages_match_the_code() {
-    let man_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../man");
+    let man_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../man");
     let mut drift = Vec::new();
     for (name, cmd, extra) in man::tools() {
         let want = man::render(name, &cmd, &extra).unwrap();
-        let have = std::fs::read_to_string(man_dir.join(format!("{name}.1"))).unwrap_or_default();
+        let path = man_dir.join(format!("{name}.1"));
+        let have = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if want != have {
             drift.push(name);
         }
