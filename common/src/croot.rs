@@ -23,8 +23,6 @@ use crate::container::{ContainerPaths, ContainerState, Status};
 use crate::lifecycle::{self, Host};
 use crate::root::StateRoot;
 
-pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrootError {
@@ -56,14 +54,6 @@ impl crate::HasExitCode for CrootError {
     }
 }
 
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 fn cpath(p: &Path) -> std::io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
@@ -76,34 +66,10 @@ pub fn open_in_root(root: RawFd, path: &Path, flags: i32, mode: u32) -> std::io:
     let rel = path.strip_prefix("/").unwrap_or(path);
     let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
     let c = cpath(rel)?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: mode as u64,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    loop {
-        // SAFETY: `c` is a valid C string and `how` a valid open_how of the
-        // size passed; the kernel only reads them.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root,
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel just returned this descriptor to us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-            // Kernels before 5.6: the same confinement, walked by hand.
-            Some(libc::ENOSYS) => return walk_in_root(root, path, flags, mode),
-            _ => return Err(e),
-        }
+    match crate::fsutil::openat2_in_root(root, &c, flags, mode) {
+        // Kernels before 5.6: the same confinement, walked by hand.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => walk_in_root(root, path, flags, mode),
+        other => other,
     }
 }
 

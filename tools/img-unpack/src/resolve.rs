@@ -11,7 +11,7 @@
 //! Docker CVE-2014-9356).
 
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -124,39 +124,7 @@ pub fn openat(
 }
 
 fn openat2_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> std::io::Result<OwnedFd> {
-    let mut how: libc::open_how = {
-        // SAFETY: open_how is a plain C struct for which all-zero is valid.
-        unsafe { std::mem::zeroed() }
-    };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    let mut tries = 0;
-    loop {
-        // SAFETY: `how` and `path` outlive the call; the size passed is the struct's.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel just returned this descriptor to us alone.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let e = errno();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            // EAGAIN: a rename raced the lookup; the kernel asks for a retry.
-            Some(libc::EAGAIN) if tries < 64 => {
-                tries += 1;
-                continue;
-            }
-            _ => return Err(e),
-        }
-    }
+    kist_common::fsutil::openat2_in_root(root.as_raw_fd(), path, flags, 0)
 }
 
 fn fstat(fd: BorrowedFd<'_>) -> std::io::Result<libc::stat> {
