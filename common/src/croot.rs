@@ -23,7 +23,6 @@ use crate::container::{ContainerPaths, ContainerState, Status};
 use crate::lifecycle::{self, Host};
 use crate::root::StateRoot;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum CrootError {
     #[error("container {0} is {1}")]
