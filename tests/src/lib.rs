@@ -5,6 +5,7 @@
 
 pub mod ctl;
 pub mod image;
+pub mod netns;
 pub mod proxy;
 pub mod registry;
 pub mod spawn;
