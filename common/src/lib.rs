@@ -25,7 +25,9 @@ pub mod root;
 pub mod security;
 pub mod store;
 pub mod teardown;
+pub mod template;
 pub mod timefmt;
+pub mod user;
 
 pub use digest::Digest;
 pub use exit::{ExitCode, HasExitCode};

@@ -614,47 +614,14 @@ fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
     None
 }
 
-/// Looks a user up in the container's own /etc/passwd (read by ctr-exec,
-/// never through the image's NSS).
+/// Looks a user up in the running container's own /etc/passwd and
+/// /etc/group (the root is the container's by now), with the rules
+/// ctr-spawn applies to the image's files.
 fn resolve_user(spec: &str) -> Result<(u32, u32, Vec<u32>), String> {
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && (f[0] == u || f[2] == u));
-    let (uid, mut gid, name) = match (entry, u.parse::<u32>()) {
-        (Some(f), _) => (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0), f[0].to_string()),
-        (None, Ok(n)) => (n, 0, String::new()),
-        (None, Err(_)) => return Err(format!("unable to find user {u}: no matching entries in passwd file")),
-    };
-    if let Some(g) = g {
-        gid = match group
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 3 && (f[0] == g || f[2] == g))
-        {
-            Some(f) => f[2].parse().unwrap_or(0),
-            None => g
-                .parse()
-                .map_err(|_| format!("unable to find group {g}: no matching entries in group file"))?,
-        };
-    }
-    let extra: Vec<u32> = if name.is_empty() {
-        Vec::new()
-    } else {
-        group
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m == name))
-            .filter_map(|f| f[2].parse().ok())
-            .collect()
-    };
-    Ok((uid, gid, extra))
+    let r = kist_common::user::resolve(spec, &passwd, &group).map_err(|e| e.to_string())?;
+    Ok((r.uid, r.gid, r.additional_gids))
 }
 
 /// The exec'd process: inside the container's namespaces, its root is the

@@ -91,11 +91,11 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
     };
 
     // The process.
-    let passwd = crate::user::read_from_layers(&lowerdirs, Path::new("etc/passwd"));
-    let group = crate::user::read_from_layers(&lowerdirs, Path::new("etc/group"));
+    let passwd = kist_common::user::read_from_layers(&lowerdirs, Path::new("etc/passwd"));
+    let group = kist_common::user::read_from_layers(&lowerdirs, Path::new("etc/group"));
     let user_spec = opts.user.clone().unwrap_or_else(|| inp.image.user.clone());
-    let user = crate::user::resolve(&user_spec, &passwd, &group)
-        .map_err(|e| Error::Usage(format!("unable to find user {user_spec}: {e}")))?;
+    let user =
+        kist_common::user::resolve(&user_spec, &passwd, &group).map_err(|e| Error::Usage(e.to_string()))?;
     let args = command_line(opts, inp.image)?;
     let env = environment(opts, inp.image, &hostname, &user.home);
     let cwd = opts

@@ -11,7 +11,6 @@ pub mod names;
 pub mod options;
 pub mod restart;
 pub mod runtime;
-pub mod user;
 
 use clap::{Arg, ArgAction, Command};
 

@@ -1,9 +1,25 @@
 //! `-u user[:group]` resolved the way Docker (containerd) resolves it: names
 //! and ids looked up in the image's `/etc/passwd` and `/etc/group`, the
 //! primary group plus every group listing the user as a member as the
-//! supplementary groups, and HOME from the passwd entry.
+//! supplementary groups, and HOME from the passwd entry. ctr-spawn
+//! resolves against the image's files, ctr-exec against the running
+//! container's.
 
 use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+}
+
+impl crate::HasExitCode for UserError {
+    fn exit_code(&self) -> crate::ExitCode {
+        crate::ExitCode::Usage
+    }
+}
 
 /// The numeric identity the container's process runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +81,7 @@ fn parse_group(text: &str) -> Vec<Group> {
 
 /// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`) against
 /// the contents of the image's passwd and group files.
-pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Resolved, String> {
+pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Resolved, UserError> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -73,30 +89,33 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Resolved, String
     let users = parse_passwd(passwd);
     let groups = parse_group(group);
     let user_part = if user_part.is_empty() { "0" } else { user_part };
-    let entry =
-        match user_part.parse::<u32>() {
-            Ok(uid) => users.iter().find(|u| u.uid == uid),
-            Err(_) => Some(users.iter().find(|u| u.name == user_part).ok_or_else(|| {
-                format!("unable to find user {user_part}: no matching entries in passwd file")
-            })?),
-        };
+    let entry = match user_part.parse::<u32>() {
+        Ok(uid) => users.iter().find(|u| u.uid == uid),
+        Err(_) => Some(
+            users
+                .iter()
+                .find(|u| u.name == user_part)
+                .ok_or_else(|| UserError::UnknownUser(user_part.to_string()))?,
+        ),
+    };
     let uid = match entry {
         Some(e) => e.uid,
-        None => user_part.parse::<u32>().map_err(|_| format!("invalid user {user_part:?}"))?,
+        None => user_part.parse::<u32>().map_err(|_| UserError::UnknownUser(user_part.to_string()))?,
     };
-    let (gid, explicit_group) =
-        match group_part {
-            Some(g) if !g.is_empty() => match g.parse::<u32>() {
-                Ok(gid) => (gid, true),
-                Err(_) => (
-                    groups.iter().find(|x| x.name == g).map(|x| x.gid).ok_or_else(|| {
-                        format!("unable to find group {g}: no matching entries in group file")
-                    })?,
-                    true,
-                ),
-            },
-            _ => (entry.map(|e| e.gid).unwrap_or(0), false),
-        };
+    let (gid, explicit_group) = match group_part {
+        Some(g) if !g.is_empty() => match g.parse::<u32>() {
+            Ok(gid) => (gid, true),
+            Err(_) => (
+                groups
+                    .iter()
+                    .find(|x| x.name == g)
+                    .map(|x| x.gid)
+                    .ok_or_else(|| UserError::UnknownGroup(g.to_string()))?,
+                true,
+            ),
+        },
+        _ => (entry.map(|e| e.gid).unwrap_or(0), false),
+    };
     let mut additional_gids = vec![gid];
     if !explicit_group {
         if let Some(e) = entry {
@@ -147,7 +166,10 @@ mod tests {
         assert_eq!(resolve("www:staff", PASSWD, GROUP).unwrap().additional_gids, vec![50]);
         let r = resolve("1234:99", PASSWD, GROUP).unwrap();
         assert_eq!((r.uid, r.gid, r.home.as_str()), (1234, 99, "/"));
-        assert!(resolve("nobody", PASSWD, GROUP).unwrap_err().contains("no matching entries in passwd file"));
-        assert!(resolve("www:nogroup", PASSWD, GROUP).is_err());
+        assert_eq!(resolve("nobody", PASSWD, GROUP).unwrap_err(), UserError::UnknownUser("nobody".into()));
+        assert_eq!(
+            resolve("www:nogroup", PASSWD, GROUP).unwrap_err(),
+            UserError::UnknownGroup("nogroup".into())
+        );
     }
 }
