@@ -17,11 +17,15 @@ INSTALL    ?= install
 TOOLS      := $(sort $(patsubst tools/%/Cargo.toml,%,$(wildcard tools/*/Cargo.toml)))
 RELEASE    := target/release
 DEBUG      := target/debug
+# Install already-built binaries from BINS (e.g. BINS=target/debug) instead
+# of building release first; tests install that way.
+BINS       ?=
+BUILT      := $(or $(BINS),$(RELEASE))
 MAN1       := $(sort $(wildcard man/*.1))
 MAN5       := $(sort $(wildcard man/*.5))
 
 .PHONY: all build test unit deps man man-check bench demo parity install uninstall clean help \
-        $(addprefix install-,$(TOOLS)) $(addprefix uninstall-,$(TOOLS))
+        $(addprefix install-,$(TOOLS)) $(addprefix uninstall-,$(TOOLS)) install-kist uninstall-kist
 
 all: build
 
@@ -32,7 +36,8 @@ help:
 	@echo "make bench      benchmarks side by side with skopeo, umoci, runc, crun, docker"
 	@echo "make man        regenerate man/ from the tools' clap definitions"
 	@echo "make install    install tools, man pages and completions (PREFIX, DESTDIR, BINDIR, MANDIR)"
-	@echo "make install-TOOL / uninstall-TOOL   one tool and its man page alone"
+	@echo "make install-TOOL / uninstall-TOOL   one tool and its man page alone (install-kist: the wrapper)"
+	@echo "make parity     the cheat sheet with docker and with kist, side by side"
 	@echo "tools: $(TOOLS)"
 
 build:
@@ -62,22 +67,45 @@ bench: deps build
 demo: deps build
 	KIST_BIN_DIR=$(CURDIR)/$(RELEASE) sh tests/demo.sh
 
-install: build $(addprefix install-,$(TOOLS))
+install: $(if $(BINS),,build) $(addprefix install-,$(TOOLS)) install-kist
 	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man5
 	for p in $(MAN5); do $(INSTALL) -m 644 $$p $(DESTDIR)$(MANDIR)/man5/; done
-	$(CARGO) run --quiet --release -p kist-mangen --bin kist-gen-man -- --completions $(DESTDIR)$(DATADIR)
+	if [ -x $(BUILT)/kist-gen-man ]; then $(BUILT)/kist-gen-man --completions $(DESTDIR)$(DATADIR); \
+	else $(CARGO) run --quiet --release -p kist-mangen --bin kist-gen-man -- --completions $(DESTDIR)$(DATADIR); fi
 	$(INSTALL) -d $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/bin/|$(BINDIR)/|g' tools/ctr-spawn/kist-restore.service > $(DESTDIR)$(UNITDIR)/kist-restore.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/kist-restore.service
 
 # One tool and its man page, so distributions can package tools separately.
 $(addprefix install-,$(TOOLS)): install-%:
-	@test -x $(RELEASE)/$* || $(CARGO) build --release -p $* --bins
+	@test -x $(BUILT)/$* || $(CARGO) build --release -p $* --bins
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
-	$(INSTALL) -m 755 $(RELEASE)/$* $(DESTDIR)$(BINDIR)/$*
+	$(INSTALL) -m 755 $(BUILT)/$* $(DESTDIR)$(BINDIR)/$*
 	@if [ -f man/$*.1 ]; then $(INSTALL) -m 644 man/$*.1 $(DESTDIR)$(MANDIR)/man1/$*.1; fi
 
-uninstall: $(addprefix uninstall-,$(TOOLS))
+# The wrapper is a shell script: its page and completions are hand-written.
+install-kist:
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(DATADIR)/bash-completion/completions $(DESTDIR)$(DATADIR)/zsh/vendor-completions \
+		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d
+	$(INSTALL) -m 755 tools/kist/kist $(DESTDIR)$(BINDIR)/kist
+	$(INSTALL) -m 644 man/kist.1 $(DESTDIR)$(MANDIR)/man1/kist.1
+	$(INSTALL) -m 644 tools/kist/completions/kist.bash $(DESTDIR)$(DATADIR)/bash-completion/completions/kist
+	$(INSTALL) -m 644 tools/kist/completions/_kist $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_kist
+	$(INSTALL) -m 644 tools/kist/completions/kist.fish $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/kist.fish
+
+uninstall-kist:
+	rm -f $(DESTDIR)$(BINDIR)/kist $(DESTDIR)$(MANDIR)/man1/kist.1 \
+		$(DESTDIR)$(DATADIR)/bash-completion/completions/kist $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_kist \
+		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/kist.fish
+
+# The cheat sheet played with docker (a private dockerd in its own network
+# namespace) and with kist, side by side. Not part of `make test`.
+parity: deps
+	$(CARGO) build --workspace --bins
+	KIST_BIN_DIR=$(or $(BINS),$(CURDIR)/$(DEBUG)) sh tests/parity/cheatsheet.sh
+
+uninstall: $(addprefix uninstall-,$(TOOLS)) uninstall-kist
 	rm -f $(DESTDIR)$(UNITDIR)/kist-restore.service
 	for p in $(MAN5); do rm -f $(DESTDIR)$(MANDIR)/man5/$$(basename $$p); done
 	rm -f $(DESTDIR)$(DATADIR)/bash-completion/completions/img-* $(DESTDIR)$(DATADIR)/bash-completion/completions/ctr-*
