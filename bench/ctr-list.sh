@@ -15,12 +15,13 @@
 # Prints a markdown section on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
+bench_private_netns "$0" "$@"
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 RUNS=${BENCH_RUNS:-20}
 N=${BENCH_CONTAINERS:-1000}
 mkdir -p "$OUT"
-need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need hyperfine hyperfine
 need dockerd docker.io
 need skopeo skopeo
@@ -30,12 +31,8 @@ need jq jq
 [ -x "$BIN/ctr-list" ] || { echo "ctr-list not built in $BIN (cargo build --release -p ctr-list)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/kist-bench-list.XXXXXX)
-dpid=
 cleanup() {
-    if [ -n "$dpid" ]; then
-        kill "$dpid" 2>/dev/null || true
-        wait "$dpid" 2>/dev/null || true
-    fi
+    stop_dockerd
     umount -R "$tmp/docker" 2>/dev/null || true
     umount -R "$tmp/exec" 2>/dev/null || true
     rm -rf "$tmp"
@@ -89,11 +86,8 @@ umoci config --image "$tmp/oci:latest" --config.cmd sh >/dev/null
 skopeo copy -q "oci:$tmp/oci:latest" "docker-archive:$tmp/busybox.tar:kist-bench/busybox:latest" >/dev/null
 
 echo "ctr-list bench: starting dockerd" >&2
-sock=unix://$tmp/d.sock
-dockerd --data-root "$tmp/docker" --exec-root "$tmp/exec" --pidfile "$tmp/d.pid" -H "$sock" \
-    --bridge none --iptables=false >"$tmp/dockerd.log" 2>&1 &
-dpid=$!
-for _ in $(seq 150); do docker -H "$sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+start_dockerd "$tmp" --bridge none --iptables=false
+sock=$DOCKER_SOCK
 docker -H "$sock" load -q -i "$tmp/busybox.tar" >/dev/null
 echo "ctr-list bench: $N docker containers (docker create)" >&2
 seq "$N" | xargs -P 4 -I{} docker -H "$sock" create --name d{} kist-bench/busybox:latest sleep 1000 >/dev/null
@@ -106,12 +100,10 @@ hyperfine --warmup 3 --runs "$RUNS" --export-json "$OUT/ctr-list.json" \
     -n "ctr-list -a --format table" "$BIN/ctr-list --root $root -a --format table" \
     -n "docker ps -a" "docker -H $sock ps -a" >&2
 
-median() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .median * 1000' "$OUT/ctr-list.json"; }
+median() { hyperfine_median "$OUT/ctr-list.json" "$1"; }
 kj=$(median "ctr-list -a")
 kt=$(median "ctr-list -a --format table")
 dp=$(median "docker ps -a")
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a }'; }
 dver=$(docker -H "$sock" version --format '{{.Server.Version}}')
 
 cat <<EOF

@@ -13,11 +13,12 @@
 # Prints a markdown section on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
+bench_private_netns "$0" "$@"
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 RUNS=${BENCH_RUNS:-50}
 mkdir -p "$OUT"
-need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need hyperfine hyperfine
 need runc runc
 need crun crun
@@ -27,9 +28,8 @@ need python3 python3
 [ -x "$BIN/ctr-spawn" ] || { echo "ctr-spawn not built in $BIN (cargo build --release -p ctr-spawn)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/kist-bench-spawn.XXXXXX)
-dpid=
 cleanup() {
-    [ -n "$dpid" ] && { kill "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true; }
+    stop_dockerd
     umount -R "$tmp/docker" 2>/dev/null || true
     # runc removes its own cgroup but not the parent this script named.
     for d in /sys/fs/cgroup/*/kist-bench /sys/fs/cgroup/kist-bench; do rmdir "$d/runc" "$d" 2>/dev/null || true; done
@@ -79,10 +79,8 @@ rm -rf "$cdir"
 
 # dockerd for the run, on its own data root, socket and exec root.
 echo "ctr-spawn bench: starting dockerd" >&2
-sock=unix://$tmp/d.sock
-dockerd --data-root "$tmp/docker" --exec-root "$tmp/exec" --pidfile "$tmp/d.pid" -H "$sock" >"$tmp/dockerd.log" 2>&1 &
-dpid=$!
-for _ in $(seq 150); do docker -H "$sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+start_dockerd "$tmp"
+sock=$DOCKER_SOCK
 tar -C "$snap" -c . | docker -H "$sock" import - kist-bench/busybox:latest >/dev/null
 docker -H "$sock" run --rm kist-bench/busybox:latest true
 
@@ -98,14 +96,12 @@ unshare -m bash -c "mount -t cgroup2 none /sys/fs/cgroup && \
       -n ctr-spawn '$BIN/ctr-spawn --root $root --rm -- true < $tmp/record.json' \
       -n crun 'crun --root $tmp/crun run -b $crun_bundle kist-bench-crun'" >&2
 
-median() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median * 1000' "$1"; }
+median() { hyperfine_median "$1" "$2"; }
 ks=$(median "$OUT/ctr-spawn-host.json" ctr-spawn)
 rs=$(median "$OUT/ctr-spawn-host.json" runc)
 ds=$(median "$OUT/ctr-spawn-host.json" docker)
 k2=$(median "$OUT/ctr-spawn-cg2.json" ctr-spawn)
 cs=$(median "$OUT/ctr-spawn-cg2.json" crun)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a }'; }
 
 cat <<EOF
 ## ctr-spawn: start, run \`true\`, tear down

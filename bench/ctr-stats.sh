@@ -16,13 +16,14 @@
 # Prints a markdown section on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
+bench_private_netns "$0" "$@"
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 SPAWN=${KIST_SPAWN_BIN:-$BIN/ctr-spawn}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 RUNS=${BENCH_RUNS:-10}
 N=${BENCH_CONTAINERS:-50}
 mkdir -p "$OUT"
-need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need hyperfine hyperfine
 need dockerd docker.io
 need skopeo skopeo
@@ -34,7 +35,6 @@ need jq jq
 
 tmp=$(mktemp -d /tmp/kist-bench-stats.XXXXXX)
 root=$tmp/kist
-dpid=
 spawn_pids=()
 cleanup() {
     for s in "$root"/containers/*/state.json; do
@@ -43,11 +43,7 @@ cleanup() {
         [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
     done
     for p in "${spawn_pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ -n "$dpid" ]; then
-        docker -H "unix://$tmp/d.sock" rm -f $(docker -H "unix://$tmp/d.sock" ps -aq) >/dev/null 2>&1 || true
-        kill "$dpid" 2>/dev/null || true
-        wait "$dpid" 2>/dev/null || true
-    fi
+    stop_dockerd
     umount -R "$tmp/docker" 2>/dev/null || true
     umount -R "$tmp/exec" 2>/dev/null || true
     rm -rf "$tmp"
@@ -87,11 +83,8 @@ umoci config --image "$tmp/oci:latest" --config.cmd sh >/dev/null
 skopeo copy -q "oci:$tmp/oci:latest" "docker-archive:$tmp/busybox.tar:kist-bench/busybox:latest" >/dev/null
 
 echo "ctr-stats bench: starting dockerd" >&2
-sock=unix://$tmp/d.sock
-dockerd --data-root "$tmp/docker" --exec-root "$tmp/exec" --pidfile "$tmp/d.pid" -H "$sock" \
-    --bridge none --iptables=false >"$tmp/dockerd.log" 2>&1 &
-dpid=$!
-for _ in $(seq 150); do docker -H "$sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+start_dockerd "$tmp" --bridge none --iptables=false
+sock=$DOCKER_SOCK
 docker -H "$sock" load -q -i "$tmp/busybox.tar" >/dev/null
 echo "ctr-stats bench: starting $N docker containers" >&2
 seq "$N" | xargs -P 4 -I{} docker -H "$sock" run -d --network none --name d{} kist-bench/busybox:latest sleep 1000 >/dev/null
@@ -104,11 +97,10 @@ hyperfine --warmup 1 --runs "$RUNS" --export-json "$OUT/ctr-stats.json" \
     -n "ctr-stats --no-stream --format table" "$BIN/ctr-stats --root $root --no-stream --format table" \
     -n "docker stats --no-stream" "docker -H $sock stats --no-stream" >&2
 
-median() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .median * 1000' "$OUT/ctr-stats.json"; }
+median() { hyperfine_median "$OUT/ctr-stats.json" "$1"; }
 kj=$(median "ctr-stats --no-stream")
 kt=$(median "ctr-stats --no-stream --format table")
 dp=$(median "docker stats --no-stream")
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 ms() { awk -v a="$1" 'BEGIN { printf "%.1f ms", a }'; }
 dver=$(docker -H "$sock" version --format '{{.Server.Version}}')
 

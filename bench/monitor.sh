@@ -10,30 +10,27 @@
 # Prints a markdown section on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
+bench_private_netns "$0" "$@"
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 N=${BENCH_CONTAINERS:-10}
 mkdir -p "$OUT"
-need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need dockerd docker.io
 need podman podman
 need jq jq
 [ -x "$BIN/ctr-spawn" ] || { echo "ctr-spawn not built in $BIN (cargo build --release -p ctr-spawn)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/kist-bench-mon.XXXXXX)
-dpid=
 root=$tmp/root
 cleanup() {
     [ -x "$BIN/ctr-kill" ] && "$BIN/ctr-kill" --root "$root" --rm -f $(ls "$root/containers" 2>/dev/null) >/dev/null 2>&1 || true
-    if [ -n "$dpid" ]; then
-        docker -H "$sock" rm -f $(docker -H "$sock" ps -aq) >/dev/null 2>&1 || true
-        kill "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true
-    fi
+    stop_dockerd
     podman $pargs rm -f -a >/dev/null 2>&1 || true
     umount -R "$tmp/docker" "$tmp/podman" 2>/dev/null || true
     rm -rf "$tmp"
 }
-pargs="--root $tmp/podman --runroot $tmp/podman-run --storage-driver vfs --cgroup-manager cgroupfs --events-backend file --runtime runc"
+pargs=$(podman_args "$tmp")
 trap cleanup EXIT
 
 snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
@@ -50,11 +47,10 @@ printf '{"type":"snapshot","schemaVersion":1,"id":"%s","snapshots":["%s"],"chain
 # kB of a process: VmRSS, Pss.
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 measure() { # name pids...
     local name=$1; shift
-    for p in "$@"; do rss "$p"; done | median > "$OUT/monitor-$name.rss"
-    for p in "$@"; do pss "$p"; done | median > "$OUT/monitor-$name.pss"
+    for p in "$@"; do rss "$p"; done | median_of > "$OUT/monitor-$name.rss"
+    for p in "$@"; do pss "$p"; done | median_of > "$OUT/monitor-$name.pss"
 }
 
 echo "monitor bench: kist ($N containers)" >&2
@@ -64,10 +60,8 @@ kpids=$(for d in "$root"/containers/*/; do jq -r .ownerPid "$d/state.json"; done
 measure kist $kpids
 
 echo "monitor bench: docker ($N containers)" >&2
-sock=unix://$tmp/d.sock
-dockerd --data-root "$tmp/docker" --exec-root "$tmp/exec" --pidfile "$tmp/d.pid" -H "$sock" >"$tmp/dockerd.log" 2>&1 &
-dpid=$!
-for _ in $(seq 150); do docker -H "$sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+start_dockerd "$tmp"
+sock=$DOCKER_SOCK
 tar -C "$snap" -c . | docker -H "$sock" import - kist-bench/busybox:latest >/dev/null
 for i in $(seq "$N"); do docker -H "$sock" run -d --name "d$i" kist-bench/busybox:latest sleep 1000 >/dev/null; done
 sleep 1
@@ -77,21 +71,21 @@ measure shim $spids
 echo "monitor bench: podman ($N containers)" >&2
 ppids=
 if tar -C "$snap" -c . | podman $pargs import - kist-bench/busybox:latest >/dev/null 2>"$tmp/podman.err"; then
-    for i in $(seq "$N"); do podman $pargs run -d --ulimit nofile=$(ulimit -Sn):$(ulimit -Hn) --ulimit nproc=$(ulimit -Su):$(ulimit -Hu) --name "p$i" kist-bench/busybox:latest sleep 1000 >/dev/null 2>>"$tmp/podman.err" || break; done
+    for i in $(seq "$N"); do podman $pargs run -d --network none $(podman_ulimits) --name "p$i" kist-bench/busybox:latest sleep 1000 >/dev/null 2>>"$tmp/podman.err" || break; done
     sleep 1
     ppids=$(pgrep -x conmon | while read -r p; do grep -q "$tmp/podman" "/proc/$p/cmdline" 2>/dev/null && echo "$p"; done || true)
 fi
 if [ -n "$ppids" ]; then measure conmon $ppids; else echo n/a > "$OUT/monitor-conmon.rss"; echo n/a > "$OUT/monitor-conmon.pss"; tail -3 "$tmp/podman.err" >&2 || true; fi
 
 v() { cat "$OUT/monitor-$1.$2"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 cat <<MD
 ## Monitor memory per detached container
 
 $N containers \`sleep 1000\` from the same busybox root per runtime, started one after another, then the median
 over the $N monitor processes: kist's monitor (\`ctr-spawn -d\`, release build), containerd-shim-runc-v2
 (\`docker run -d\`, docker $(docker -H "$sock" version --format '{{.Server.Version}}' 2>/dev/null || echo '?')), conmon
-(\`podman run -d\`, podman $(podman --version 2>/dev/null | awk '{print $3}'), vfs storage, cgroupfs). VmRSS counts shared
+(\`podman run -d --network none $(podman_ulimits)\`, podman $(podman --version 2>/dev/null | awk '{print $3}'), vfs storage, cgroupfs,
+runc; the ulimits because podman's defaults need CAP_SYS_RESOURCE, which this host lacks). VmRSS counts shared
 pages fully; Pss shares them out. One run of this script.
 
 | monitor | VmRSS median | Pss median | kist / peer (Pss) |

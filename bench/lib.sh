@@ -1,0 +1,76 @@
+# bench/lib.sh: what the bench scripts share, sourced by each of them.
+# Every bench runs in a private network namespace of its own (loopback up),
+# so that kist's bridge and nftables table, dockerd's bridge and iptables
+# rules and podman's networks never touch the host's interfaces or firewall.
+
+# Re-executes the calling script inside `unshare --net` unless it already
+# runs in one made for it. Call as: bench_private_netns "$0" "$@"
+bench_private_netns() {
+    [ -n "${KIST_BENCH_NETNS:-}" ] && return 0
+    local script=$1
+    shift
+    exec unshare --net -- env KIST_BENCH_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' "$script" "$@"
+}
+
+# need COMMAND PACKAGE: installs PACKAGE with apt-get when COMMAND is missing.
+need() {
+    command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
+}
+
+# Median of the numbers on stdin, one per line.
+median_of() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# hyperfine_median FILE NAME: the median of command NAME in a hyperfine
+# --export-json FILE, in milliseconds.
+hyperfine_median() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median * 1000' "$1"; }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == "n/a" || b == 0) print "n/a"; else printf "%.3f", a / b }'; }
+ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a }'; }
+
+# start_dockerd DIR [DOCKERD ARGS...]: a dockerd of the bench's own, on
+# data root, exec root, pidfile and socket under DIR (in the bench's network
+# namespace, so its default bridge and iptables stay there). Sets
+# DOCKER_SOCK (for docker -H) and DOCKERD_PID; stop it with stop_dockerd.
+start_dockerd() {
+    local dir=$1
+    shift
+    DOCKER_SOCK=unix://$dir/d.sock
+    dockerd --data-root "$dir/docker" --exec-root "$dir/exec" --pidfile "$dir/d.pid" -H "$DOCKER_SOCK" "$@" \
+        >"$dir/dockerd.log" 2>&1 &
+    DOCKERD_PID=$!
+    for _ in $(seq 150); do docker -H "$DOCKER_SOCK" info >/dev/null 2>&1 && return 0; sleep 0.2; done
+    echo "bench: dockerd did not come up; its log:" >&2
+    tail -5 "$dir/dockerd.log" >&2
+    return 1
+}
+
+# stop_dockerd: removes its containers, stops it, unmounts its data root.
+stop_dockerd() {
+    [ -n "${DOCKERD_PID:-}" ] || return 0
+    # shellcheck disable=SC2046
+    docker -H "$DOCKER_SOCK" rm -f $(docker -H "$DOCKER_SOCK" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+    kill "$DOCKERD_PID" 2>/dev/null || true
+    wait "$DOCKERD_PID" 2>/dev/null || true
+    DOCKERD_PID=
+}
+
+# podman_args DIR: podman's global options for a storage root of the bench's
+# own. runc, because crun 1.8 refuses this host's hybrid cgroup layout.
+podman_args() {
+    echo "--root $1/podman --runroot $1/podman-run --storage-driver vfs --cgroup-manager cgroupfs --events-backend file --runtime runc"
+}
+
+# podman_ulimits: `--ulimit` options podman can apply without
+# CAP_SYS_RESOURCE. By default podman asks for nofile 1048576, and it lowers
+# its own nproc limit to 32768 before it runs the runtime, so both are
+# capped: nofile at the current hard limit, nproc at min(hard, 32768).
+podman_ulimits() {
+    local n u
+    n=$(ulimit -Hn)
+    [ "$n" = unlimited ] && n=1048576
+    [ "$n" -gt 1048576 ] && n=1048576
+    u=$(ulimit -Hu)
+    [ "$u" = unlimited ] && u=32768
+    [ "$u" -gt 32768 ] && u=32768
+    echo "--ulimit nofile=$n:$n --ulimit nproc=$u:$u"
+}
