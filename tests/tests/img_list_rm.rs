@@ -278,6 +278,17 @@ fn collection_spares_young_orphans_locked_blobs_and_fresh_tmp() {
     out.assert_ok();
     assert!(!blobs.join(locked.hex()).exists());
     assert_eq!(events(&out, "collect")[0]["blobs"], 1);
+    // The swept blobs' lock files go with them; the kept blobs' may stay.
+    let lock_files: Vec<String> = std::fs::read_dir(root.path().join("locks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("blob-"))
+        .collect();
+    for d in [&old, &locked, &young] {
+        assert!(!lock_files.contains(&format!("blob-{}.lock", d.hex())) || blobs.join(d.hex()).exists());
+    }
+    assert!(!lock_files.contains(&format!("blob-{}.lock", locked.hex())), "{lock_files:?}");
     store_is_readable(root.path(), &[BB]);
 }
 

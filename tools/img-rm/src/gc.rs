@@ -7,6 +7,7 @@
 //! concurrent img-fetch has landed but not yet named are protected by
 //! their age (and their blob lock): only blobs of images removed in this
 //! very run are swept young. Nothing in `tmp/` younger than a day goes.
+//! The lock files of blobs that are gone go too.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -137,6 +138,27 @@ impl Marks {
     }
 }
 
+/// Removes `locks/blob-<hex>.lock` files of blobs no longer in the store,
+/// which would otherwise pile up, one per blob ever fetched. Unlinking a
+/// lock file is safe only while no one can be between opening it and
+/// taking the lock: every fetch takes its blob locks while holding the
+/// fetch lock shared, and collection holds it exclusively, so none is;
+/// a lock someone holds anyway is left alone.
+fn sweep_blob_locks(root: &StateRoot) {
+    let Ok(dir) = std::fs::read_dir(root.locks_dir()) else { return };
+    for ent in dir.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let Some(hex) = name.strip_prefix("blob-").and_then(|n| n.strip_suffix(".lock")) else { continue };
+        let Ok(d) = format!("sha256:{hex}").parse::<Digest>() else { continue };
+        if root.blobs_dir().join(d.hex()).exists() {
+            continue;
+        }
+        if let Ok(_held) = Lock::try_exclusive(&ent.path()) {
+            let _ = std::fs::remove_file(ent.path());
+        }
+    }
+}
+
 /// Sweeps what `live` does not reach. `doomed` are blobs of images removed
 /// in this run, swept however young.
 pub fn sweep(
@@ -170,6 +192,7 @@ pub fn sweep(
             }
         }
     }
+    sweep_blob_locks(root);
     if let Ok(dir) = std::fs::read_dir(root.snapshots_dir()) {
         for ent in dir.flatten() {
             let name = ent.file_name().to_string_lossy().into_owned();
