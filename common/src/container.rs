@@ -153,6 +153,13 @@ pub struct ContainerState {
     /// `unless-stopped` stays down across `--restore`). Cleared by a start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopped_by_user: bool,
+    /// Published ports while the container runs, as `docker ps` shows
+    /// them (`0.0.0.0:8081->80/tcp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// The networks the running container is attached to: name -> address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, String>,
 }
 
 /// The files and directories of one container.
@@ -219,9 +226,12 @@ impl ContainerState {
             .map_err(|source| ContainerError::Parse { path: path.to_path_buf(), source })
     }
 
-    /// Replaces `state.json` atomically (the caller holds the lock).
+    /// Replaces `state.json` atomically (the caller holds the lock). A
+    /// `--rm` container's state is not fsynced: nothing of such a container
+    /// may outlive a reboot, and the fsyncs were most of an attached
+    /// `--rm` run's wall time on a busy disk.
     pub fn save(&self, path: &Path) -> Result<(), ContainerError> {
-        Ok(crate::fsutil::atomic_write_json(path, self)?)
+        Ok(crate::fsutil::atomic_write_json_durable(path, self, !self.auto_remove)?)
     }
 
     /// The `container` record that tools print for this state.
@@ -243,7 +253,7 @@ impl ContainerState {
             labels: self.labels.clone(),
             names: vec![self.name.clone()],
             status: String::new(),
-            ports: Vec::new(),
+            ports: self.ports.clone(),
             restart_count: self.restart_count,
             note: None,
             removed: false,

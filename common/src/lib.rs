@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod input;
 pub mod lifecycle;
 pub mod man;
+pub mod net;
 pub mod output;
 pub mod record;
 pub mod reference;

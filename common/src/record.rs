@@ -175,7 +175,7 @@ pub struct ContainerRecord {
     /// Docker's STATUS words: "Up 5 seconds", "Exited (0) 2 minutes ago".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub status: String,
-    /// Published ports, `docker ps`' PORTS (empty until networking exists).
+    /// Published ports, `docker ps`' PORTS: `0.0.0.0:8081->80/tcp`.
     #[serde(default)]
     pub ports: Vec<String>,
     #[serde(default)]

@@ -3,7 +3,8 @@
 //! (deepest first, MNT_DETACH), kill what is left in its cgroup and remove
 //! the cgroup, release `names/<name>` only if it still names this id,
 //! remove `containers/<id>/` and its lock file, and optionally its
-//! anonymous volumes. Every step tolerates finding its work already done,
+//! anonymous volumes, and release its network leases (kist_common::net).
+//! Every step tolerates finding its work already done,
 //! so two removers racing (an attached ctr-spawn --rm and ctr-kill --rm -f)
 //! both succeed.
 //!
@@ -78,6 +79,11 @@ pub fn remove(root: &StateRoot, id: &str, what: &Removal) -> Result<(), Teardown
     }
     if let Some(name) = &what.name {
         container::release_name(root, name, id);
+    }
+    // Its network leases (veth, address, published ports), if its owner
+    // did not release them (a killed monitor): best effort, as the rest.
+    if let Err(e) = crate::net::release_container(root, id) {
+        crate::warn!("container {}: releasing its network: {e}", &id[..id.len().min(12)]);
     }
     remove_tree(&paths.dir)?;
     for v in &what.volumes {

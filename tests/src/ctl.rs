@@ -235,6 +235,8 @@ pub fn write_state(root: &Path, f: &Fixture) -> String {
         anonymous_volumes: f.anonymous_volumes.clone(),
         stop_signal: None,
         stopped_by_user: false,
+        ports: Vec::new(),
+        networks: Default::default(),
     };
     state.save(&paths.state()).unwrap();
     id

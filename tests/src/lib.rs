@@ -73,6 +73,10 @@ impl TestRoot {
         let mut c = Command::new(bin(tool));
         c.env("KIST_ROOT", self.path());
         c.env_remove("KIST_DEBUG");
+        // ctr-spawn's default network is `bridge`, which builds kist0 and
+        // nftables rules in the caller's network namespace: tests ask for
+        // it explicitly, inside a kist_tests::netns::NetNs.
+        c.env("KIST_DEFAULT_NETWORK", "none");
         c
     }
 }

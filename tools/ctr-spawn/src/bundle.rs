@@ -67,6 +67,10 @@ pub struct Plan {
     /// `kist/<id>`: the cgroup path under each hierarchy.
     pub cgroup_path: String,
     pub hostname: String,
+    /// The bridge or user network to attach to at every start.
+    pub network: Option<kist_common::net::Request>,
+    /// `--network container:ID`: the container whose network namespace is joined.
+    pub join_network: Option<String>,
 }
 
 /// Inputs that are not in [`Options`].
@@ -78,6 +82,8 @@ pub struct Inputs<'a> {
     /// Snapshot directories, lowest first.
     pub snapshots: &'a [PathBuf],
     pub volumes_dir: &'a Path,
+    /// With `--network container:`: the container joined (its id, files and hostname).
+    pub joined: Option<&'a kist_common::container::ContainerState>,
 }
 
 /// Builds the bundle's spec and the plan; creates the named volumes that
@@ -86,6 +92,8 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
     let lowerdirs: Vec<PathBuf> = inp.snapshots.iter().rev().cloned().collect();
     let hostname = if opts.uts_host || opts.network == Network::Host {
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    } else if let Some(j) = inp.joined {
+        j.hostname.clone()
     } else {
         opts.hostname.clone().unwrap_or_else(|| inp.id[..12].to_string())
     };
@@ -168,10 +176,15 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
             mounts.push(m);
         }
     }
+    // With --network container: the joined container's files, as Docker shares them.
+    let files = match inp.joined {
+        Some(j) => ContainerPaths { dir: inp.paths.dir.with_file_name(&j.id) },
+        None => inp.paths.clone(),
+    };
     for (file, dst) in [
-        (inp.paths.resolv_conf(), "/etc/resolv.conf"),
-        (inp.paths.hostname(), "/etc/hostname"),
-        (inp.paths.hosts(), "/etc/hosts"),
+        (files.resolv_conf(), "/etc/resolv.conf"),
+        (files.hostname(), "/etc/hostname"),
+        (files.hosts(), "/etc/hosts"),
     ] {
         if !taken(dst) {
             mounts.push(
@@ -193,8 +206,13 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
     if !opts.uts_host && opts.network != Network::Host {
         namespaces.push(json!({"type": "uts"}));
     }
-    if opts.network != Network::Host {
-        namespaces.push(json!({"type": "network"}));
+    match (&opts.network, inp.joined) {
+        (Network::Host, _) => {}
+        // The path names the joined container's namespace as it was at
+        // creation; the runtime looks the container up again at every start.
+        (Network::Container(_), Some(j)) => namespaces
+            .push(json!({"type": "network", "path": format!("/proc/{}/ns/net", j.pid.unwrap_or(0))})),
+        _ => namespaces.push(json!({"type": "network"})),
     }
     if cgroup2_only() {
         namespaces.push(json!({"type": "cgroup"}));
@@ -244,6 +262,8 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
         ephemeral: opts.rm,
         cgroup_path,
         hostname,
+        network: None,
+        join_network: inp.joined.map(|j| j.id.clone()),
     })
 }
 
@@ -395,23 +415,48 @@ fn user_mounts(opts: &Options, inp: &Inputs<'_>) -> Result<(Vec<Value>, Vec<Volu
     Ok((out, volumes))
 }
 
-/// Docker's /etc/hosts for a container without a bridge network.
-pub fn hosts_file(network: Network) -> Vec<u8> {
-    if network == Network::Host {
-        return std::fs::read("/etc/hosts").unwrap_or_default();
+/// Docker's /etc/hosts as it is before the container's network is
+/// attached (a bridge network adds the container's address at each start).
+pub fn hosts_file(network: &Network, extra: &[(String, std::net::Ipv4Addr)]) -> Vec<u8> {
+    if *network == Network::Host {
+        let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        for (name, ip) in extra {
+            text.push_str(&format!("{ip}\t{name}\n"));
+        }
+        return text.into_bytes();
     }
-    b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_vec()
+    kist_common::net::hosts_text(extra, None, &[]).into_bytes()
 }
 
 /// The host's resolv.conf as Docker passes it on: with the host network
 /// unchanged; otherwise without loopback nameservers (they do not answer
 /// inside another network namespace), falling back to systemd-resolved's
 /// upstream file and then to Google's public servers, as Docker does.
-pub fn resolv_conf(network: Network) -> Vec<u8> {
+pub fn resolv_conf(network: &Network, net: &crate::options::NetOpts) -> Vec<u8> {
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if network == Network::Host {
-        return host.into_bytes();
-    }
+    let text = if *network == Network::Host { host } else { without_loopback(&host) };
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut replace = |key: &str, values: &[String], joined: bool| {
+        if values.is_empty() {
+            return;
+        }
+        lines.retain(|l| l.split_whitespace().next() != Some(key));
+        if joined {
+            lines.push(format!("{key} {}", values.join(" ")));
+        } else {
+            lines.extend(values.iter().map(|v| format!("{key} {v}")));
+        }
+    };
+    replace("nameserver", &net.dns, false);
+    replace("search", &net.dns_search, true);
+    replace("options", &net.dns_options, true);
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s.into_bytes()
+}
+
+fn without_loopback(host: &str) -> String {
+    let host = host.to_string();
     let is_loopback_ns = |l: &str| {
         let mut f = l.split_whitespace();
         f.next() == Some("nameserver") && f.next().is_some_and(|a| a.starts_with("127.") || a == "::1")
@@ -428,9 +473,7 @@ pub fn resolv_conf(network: Network) -> Vec<u8> {
         out.push("nameserver 8.8.8.8".into());
         out.push("nameserver 8.8.4.4".into());
     }
-    let mut s = out.join("\n");
-    s.push('\n');
-    s.into_bytes()
+    out.join("\n")
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub enum Error {
     Teardown(#[from] kist_common::teardown::TeardownError),
     #[error(transparent)]
     Lifecycle(#[from] kist_common::lifecycle::LifecycleError),
+    #[error(transparent)]
+    Net(#[from] kist_common::net::NetError),
     #[error("cgroup: {0}")]
     Cgroup(String),
     #[error("{0}")]
@@ -71,6 +73,7 @@ impl kist_common::HasExitCode for Error {
             Error::Image(_) => kist_common::ExitCode::NotFound,
             Error::Container(e) => e.exit_code(),
             Error::Lifecycle(e) => e.exit_code(),
+            Error::Net(e) => e.exit_code(),
             _ => kist_common::ExitCode::Failure,
         }
     }

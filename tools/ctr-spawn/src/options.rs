@@ -9,11 +9,29 @@ use kist_common::StateRoot;
 use crate::Error;
 
 /// How the network namespace is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     /// A new network namespace with only the loopback interface, up.
     None,
     Host,
+    /// A new network namespace attached to a bridge network: `bridge`
+    /// (the default) or a user network made with ctr-net.
+    Bridge(String),
+    /// The network namespace of another container (`container:NAME`).
+    Container(String),
+}
+
+/// What a bridge-networked container asks for besides its network.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetOpts {
+    pub publish: Vec<kist_common::net::ports::PortSpec>,
+    pub publish_all: bool,
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub aliases: Vec<String>,
+    pub add_hosts: Vec<(String, std::net::Ipv4Addr)>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +103,7 @@ pub struct Options {
     pub labels: BTreeMap<String, String>,
     pub mounts: Vec<MountSpec>,
     pub network: Network,
+    pub net: NetOpts,
     pub pid_host: bool,
     pub ipc_host: bool,
     pub uts_host: bool,
@@ -139,14 +158,66 @@ impl Options {
             mounts.push(MountSpec::Tmpfs { target: absolute(target)?, options: split_opts(opts) });
         }
         let network = match one(m, "network").as_deref() {
-            None | Some("none") | Some("default") | Some("bridge") => Network::None,
-            Some("host") => Network::Host,
-            Some(other) => {
-                return Err(Error::Usage(format!(
-                "network {other:?} not supported: use none or host (bridge networks are not implemented yet)"
-            )))
+            None | Some("") | Some("default") | Some("bridge") => {
+                Network::Bridge(kist_common::net::DEFAULT_NETWORK.to_string())
             }
+            Some("none") => Network::None,
+            Some("host") => Network::Host,
+            Some(c) if c.starts_with("container:") => {
+                let target = &c["container:".len()..];
+                if target.is_empty() {
+                    return Err(Error::Usage("--network container: needs a container name or id".into()));
+                }
+                Network::Container(target.to_string())
+            }
+            Some(other) if kist_common::net::valid_name(other) => Network::Bridge(other.to_string()),
+            Some(other) => return Err(Error::Usage(format!("invalid --network {other:?}"))),
         };
+        let mut net = NetOpts {
+            publish_all: m.get_flag("publish-all"),
+            aliases: strings(m, "network-alias"),
+            dns: strings(m, "dns"),
+            dns_search: strings(m, "dns-search"),
+            dns_options: strings(m, "dns-option"),
+            ..NetOpts::default()
+        };
+        for p in strings(m, "publish") {
+            net.publish
+                .push(kist_common::net::ports::PortSpec::parse(&p).map_err(|e| Error::Usage(e.to_string()))?);
+        }
+        for h in strings(m, "add-host") {
+            net.add_hosts.push(kist_common::net::parse_add_host(&h).ok_or_else(|| {
+                Error::Usage(format!("invalid argument {h:?} for \"--add-host\" flag: expected NAME:IPv4"))
+            })?);
+        }
+        if let Some(ip) = one(m, "ip") {
+            net.ip = Some(
+                ip.parse()
+                    .map_err(|_| Error::Usage(format!("invalid --ip {ip:?}: expected an IPv4 address")))?,
+            );
+        }
+        let bridged = matches!(network, Network::Bridge(_));
+        if !bridged && (!net.publish.is_empty() || net.publish_all) {
+            // Docker ignores published ports outside a bridge network; say so.
+            kist_common::warn!(
+                "published ports are discarded when using host, none or container network mode"
+            );
+            net.publish.clear();
+            net.publish_all = false;
+        }
+        if !bridged && (net.ip.is_some() || !net.aliases.is_empty()) {
+            return Err(Error::Usage("--ip and --network-alias need a bridge or user network".into()));
+        }
+        if net.aliases.iter().any(|a| !kist_common::net::valid_name(a)) {
+            return Err(Error::Usage(
+                "invalid --network-alias: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed".into(),
+            ));
+        }
+        if matches!(network, Network::Container(_))
+            && (m.get_one::<String>("hostname").is_some() || !net.dns.is_empty() || !net.add_hosts.is_empty())
+        {
+            return Err(Error::Usage("conflicting options: --hostname, --dns and --add-host cannot be used with --network container:".into()));
+        }
         let host_or_private = |id: &str| -> Result<bool, Error> {
             match one(m, id).as_deref() {
                 None | Some("") | Some("private") | Some("shareable") => Ok(false),
@@ -235,6 +306,7 @@ impl Options {
             labels,
             mounts,
             network,
+            net,
             pid_host: host_or_private("pid")?,
             ipc_host: host_or_private("ipc")?,
             uts_host: host_or_private("uts")?,

@@ -28,6 +28,18 @@ pub fn write_record(path: &Option<PathBuf>, state: &ContainerState) -> Result<()
     Ok(())
 }
 
+/// The state's view of a started container's network: its published ports
+/// as `docker ps` shows them, and its network and address.
+pub fn net_view(running: &super::Running) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
+    match &running.net {
+        Some(a) => (
+            a.bindings().iter().map(|b| b.to_string()).collect(),
+            std::iter::once((a.network.clone(), a.address.to_string())).collect(),
+        ),
+        None => (Vec::new(), Default::default()),
+    }
+}
+
 /// Runs the container attached; returns the status to exit with.
 pub fn run(opts: Options) -> Result<u8, Error> {
     let Prepared { mut guard, plan, .. } = create::prepare(&opts)?;
@@ -53,9 +65,12 @@ pub fn run_plan(
     let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
     let cgroup = cgroups::create(&plan.cgroup_path, &resources)?;
     let raw = if tty { Some(super::tty::RawMode::enter()) } else { None };
-    let outcome = super::start(plan, Some(&cgroup)).and_then(|running| {
+    let outcome = super::start(root, plan, Some(&cgroup)).and_then(|running| {
         let pid = running.pid.as_raw();
+        let (ports, networks) = net_view(&running);
         let (state, ()) = lifecycle::update(root, &id, |s| {
+            s.ports = ports;
+            s.networks = networks;
             s.status = Status::Running;
             s.pid = Some(pid);
             s.owner_pid = Some(std::process::id() as i32);
@@ -89,6 +104,8 @@ pub fn run_plan(
         s.exit_code = Some(code);
         s.oom_killed = oom;
         s.finished_at = Some(container::now_rfc3339());
+        s.ports.clear();
+        s.networks.clear();
     });
     match saved {
         Ok((state, ())) => {

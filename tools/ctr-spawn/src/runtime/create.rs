@@ -34,6 +34,12 @@ pub struct Launch {
     pub restart: Policy,
     #[serde(default)]
     pub log: LogOpts,
+    /// The bridge or user network attached at every start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<kist_common::net::Request>,
+    /// `--network container:`: the id of the container whose network is joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_network: Option<String>,
 }
 
 pub fn launch_path(paths: &ContainerPaths) -> PathBuf {
@@ -149,6 +155,18 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
     };
     guard.name = Some(name.clone());
 
+    let joined = match &opts.network {
+        crate::options::Network::Container(q) => {
+            let jid = kist_common::lifecycle::resolve(&root, q)?;
+            let j = kist_common::lifecycle::load(&root, &jid)?;
+            let seen = kist_common::lifecycle::observe(&j, &kist_common::lifecycle::Host::probe());
+            if seen.status != Status::Running {
+                return Err(Error::Usage(format!("cannot join network of a non running container: {q}")));
+            }
+            Some(j)
+        }
+        _ => None,
+    };
     std::fs::create_dir(&paths.dir).map_err(Error::io("cannot create", &paths.dir))?;
     for d in [paths.upper(), paths.work(), paths.rootfs()] {
         std::fs::create_dir(&d).map_err(Error::io("cannot create", &d))?;
@@ -162,13 +180,16 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
             image: &snap.config,
             snapshots: &snap.snapshots,
             volumes_dir: &root.volumes_dir(),
+            joined: joined.as_ref(),
         },
     )?;
+    let mut plan = plan;
+    plan.network = network_request(opts, &snap.config)?;
     guard.anonymous_volumes = plan.volumes.iter().filter(|v| v.anonymous).map(|v| v.name.clone()).collect();
     let durable = !opts.rm;
     put(durable, &paths.hostname(), format!("{}\n", plan.hostname).as_bytes())?;
-    put(durable, &paths.hosts(), &bundle::hosts_file(opts.network))?;
-    put(durable, &paths.resolv_conf(), &bundle::resolv_conf(opts.network))?;
+    put(durable, &paths.hosts(), &bundle::hosts_file(&opts.network, &opts.net.add_hosts))?;
+    put(durable, &paths.resolv_conf(), &bundle::resolv_conf(&opts.network, &opts.net))?;
     put(durable, &paths.config(), &json("config.json", &plan.spec)?)?;
     let launch = Launch {
         lowerdirs: plan.lowerdirs.clone(),
@@ -178,6 +199,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
         ephemeral: plan.ephemeral,
         restart: opts.restart,
         log: opts.log,
+        network: plan.network.clone(),
+        join_network: plan.join_network.clone(),
     };
     put(durable, &launch_path(&paths), &json("spawn.json", &launch)?)?;
 
@@ -209,6 +232,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
         anonymous_volumes: guard.anonymous_volumes.clone(),
         stop_signal: Some(snap.config.stop_signal.clone()).filter(|s| !s.is_empty()),
         stopped_by_user: false,
+        ports: Vec::new(),
+        networks: Default::default(),
     };
     save_new(&root, &state, &paths)?;
     drop(snapshots_lock);
@@ -245,8 +270,36 @@ pub fn load_plan(root: &StateRoot, state: &ContainerState) -> Result<(Plan, Laun
         ephemeral: launch.ephemeral,
         cgroup_path: state.cgroup.clone().unwrap_or_else(|| format!("kist/{}", state.id)),
         hostname: state.hostname.clone(),
+        network: launch.network.clone(),
+        join_network: launch.join_network.clone(),
     };
     Ok((plan, launch))
+}
+
+/// What a bridge-networked container asks of its network: `-p`, and with
+/// `-P` the image's exposed ports on free host ports.
+fn network_request(
+    opts: &Options,
+    image: &kist_common::record::RunConfig,
+) -> Result<Option<kist_common::net::Request>, Error> {
+    use kist_common::net::ports::PortSpec;
+    let crate::options::Network::Bridge(name) = &opts.network else { return Ok(None) };
+    let mut ports = opts.net.publish.clone();
+    if opts.net.publish_all {
+        for e in &image.exposed_ports {
+            let spec = PortSpec::exposed(e).map_err(|e| Error::Image(e.to_string()))?;
+            if !ports.iter().any(|p| p.container == spec.container && p.proto == spec.proto) {
+                ports.push(spec);
+            }
+        }
+    }
+    Ok(Some(kist_common::net::Request {
+        network: name.clone(),
+        ip: opts.net.ip,
+        aliases: opts.net.aliases.clone(),
+        ports,
+        extra_hosts: opts.net.add_hosts.clone(),
+    }))
 }
 
 /// Docker's --cidfile: created exclusively, holding the id.

@@ -47,17 +47,62 @@ pub fn relayed_signals() -> SigSet {
     s
 }
 
-/// A started container: its init's pid (as the host sees it) and, with -t,
-/// the terminal's master.
+/// A started container: its init's pid (as the host sees it), with -t the
+/// terminal's master, and its network attachment (released when dropped:
+/// keep it until the init has exited).
 pub struct Running {
     pub pid: Pid,
     pub terminal: Option<OwnedFd>,
+    pub net: Option<kist_common::net::Attachment>,
+}
+
+/// The owner's network namespace switched to another container's for the
+/// clone (`--network container:`), switched back when dropped.
+struct JoinedNetns {
+    home: std::fs::File,
+}
+
+impl JoinedNetns {
+    fn enter(root: &kist_common::StateRoot, id: &str) -> Result<JoinedNetns, Error> {
+        let state = kist_common::lifecycle::load(root, id)?;
+        let seen = kist_common::lifecycle::observe(&state, &kist_common::lifecycle::Host::probe());
+        let pid = match (seen.status, state.pid) {
+            (kist_common::container::Status::Running, Some(p)) => p,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "cannot join network of a non running container: {}",
+                    state.name
+                )))
+            }
+        };
+        let target = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .map_err(Error::io("cannot open the network namespace of", format!("/proc/{pid}")))?;
+        let home = std::fs::File::open("/proc/self/ns/net")
+            .map_err(Error::io("cannot open", "/proc/self/ns/net"))?;
+        // SAFETY: setns with a namespace descriptor we hold; the process is
+        // single-threaded here, and Drop switches back.
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(Error::Sys(format!("setns: {}", std::io::Error::last_os_error())));
+        }
+        Ok(JoinedNetns { home })
+    }
+}
+
+impl Drop for JoinedNetns {
+    fn drop(&mut self) {
+        // SAFETY: back to the namespace we came from, by a descriptor we hold.
+        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
 }
 
 /// Clones the init into the plan's namespaces, places it in `cgroup`, lets
 /// it build and confine the container and waits until the command is
 /// exec'd (or reports why it could not be).
-pub fn start(plan: &Plan, cgroup: Option<&cgroups::Cgroup>) -> Result<Running, Error> {
+pub fn start(
+    root: &kist_common::StateRoot,
+    plan: &Plan,
+    cgroup: Option<&cgroups::Cgroup>,
+) -> Result<Running, Error> {
     let tty = plan.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     let mut flags: libc::c_long = libc::SIGCHLD as libc::c_long;
     if let Some(ns) = plan.spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
@@ -67,12 +112,17 @@ pub fn start(plan: &Plan, cgroup: Option<&cgroups::Cgroup>) -> Result<Running, E
                 LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
                 LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
                 LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
-                LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+                // A path: the owner joins it for the clone (JoinedNetns).
+                LinuxNamespaceType::Network if plan.join_network.is_none() => libc::CLONE_NEWNET,
                 // Unshared by the init once it is inside its cgroup.
                 _ => 0,
             } as libc::c_long;
         }
     }
+    let joined = match &plan.join_network {
+        Some(id) => Some(JoinedNetns::enter(root, id)?),
+        None => None,
+    };
     let (parent_sock, child_sock) = msg::pair().map_err(Error::sys("socketpair"))?;
     // Non-dumpable from here on (and inherited by the init until it execs):
     // nothing in the container may open /proc/<pid>/exe or /proc/<pid>/mem
@@ -91,6 +141,7 @@ pub fn start(plan: &Plan, cgroup: Option<&cgroups::Cgroup>) -> Result<Running, E
         init::main(plan, child_sock.as_raw_fd(), tty);
     }
     let pid = Pid::from_raw(rc as i32);
+    drop(joined);
     drop(child_sock);
     // On a failure here the init may already have reported why it stopped
     // (it sets up mounts before the parent's go): prefer its words.
@@ -106,6 +157,26 @@ pub fn start(plan: &Plan, cgroup: Option<&cgroups::Cgroup>) -> Result<Running, E
     if let Some(cg) = cgroup {
         cg.add_pid(pid.as_raw()).map_err(fail)?;
     }
+    // The network, while the init waits for its go: it execs the command
+    // with eth0 configured.
+    let net = match &plan.network {
+        Some(req) => {
+            let attached = std::fs::File::open(format!("/proc/{}/ns/net", pid.as_raw()))
+                .map_err(|e| Error::Sys(format!("the container's network namespace: {e}")))
+                .and_then(|ns| {
+                    let hosts = plan.paths.hosts();
+                    let who = kist_common::net::Endpoint {
+                        container_id: &plan.id,
+                        name: &plan.name,
+                        hostname: &plan.hostname,
+                        hosts_file: &hosts,
+                    };
+                    Ok(kist_common::net::attach(root, req, &who, ns.as_raw_fd())?)
+                });
+            Some(attached.map_err(fail)?)
+        }
+        None => None,
+    };
     msg::send_go(parent_sock.as_raw_fd())
         .map_err(|e| fail(Error::Sys(format!("starting the init: {}", e.desc()))))?;
     let mut terminal = None;
@@ -123,7 +194,7 @@ pub fn start(plan: &Plan, cgroup: Option<&cgroups::Cgroup>) -> Result<Running, E
             Err(e) => return Err(fail(Error::Sys(format!("talking to the init: {}", e.desc())))),
         }
     }
-    Ok(Running { pid, terminal })
+    Ok(Running { pid, terminal, net })
 }
 
 /// The error for a failure the init reported.

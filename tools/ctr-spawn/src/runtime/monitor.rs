@@ -224,6 +224,8 @@ fn record_exit(
         s.exit_code = Some(code);
         s.oom_killed = oom;
         s.finished_at = Some(container::now_rfc3339());
+        s.ports.clear();
+        s.networks.clear();
         let again = policy(s);
         if again {
             s.status = Status::Restarting;
@@ -303,14 +305,17 @@ fn run_once(
             _stdin_keep = Some(in_w);
         }
     }
-    let started = super::start(plan, Some(cgroup));
+    let started = super::start(root, plan, Some(cgroup));
     null_stdio();
     drop(out_w);
     drop(err_w);
     let running = started?;
     let pid = running.pid;
     let owner = std::process::id() as i32;
+    let (ports, networks) = super::attached::net_view(&running);
     let saved = lifecycle::update(root, &plan.id, |s| {
+        s.ports = ports;
+        s.networks = networks;
         s.status = Status::Running;
         s.pid = Some(pid.as_raw());
         s.owner_pid = Some(owner);
