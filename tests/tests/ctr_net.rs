@@ -95,6 +95,7 @@ impl Env {
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
             .map(|s| s.split('@').next().unwrap_or(s).to_string())
+            .filter(|n| n.starts_with("vk"))
             .collect()
     }
 
@@ -321,5 +322,104 @@ fn attached_run_has_eth0_address_route_and_resolv_conf() {
     assert!(s.contains("10.1.2.3\tdb") && s.contains("172.17.0.9\tbox"), "{s}");
     assert!(s.contains("nameserver 10.0.0.53") && !s.contains("nameserver 127."), "{s}");
     assert!(s.trim_end().ends_with("box"), "{s}");
+    env.assert_clean();
+}
+
+/// A TCP server in `ns` on `addr:port` that answers each connection with
+/// the peer's address, for `n` connections, on a thread.
+fn peer_echo_server(ns: &NetNs, addr: Ipv4Addr, port: u16, n: usize) -> std::thread::JoinHandle<Vec<String>> {
+    let nsf = std::fs::File::open(ns.path()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only.
+        assert_eq!(unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let l = std::net::TcpListener::bind((addr, port)).unwrap();
+        tx.send(()).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let (mut c, peer) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let body = peer.ip().to_string();
+            let _ = c.write_all(
+                format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+            );
+            seen.push(body);
+        }
+        seen
+    });
+    rx.recv().unwrap();
+    h
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_to_an_upstream_namespace() {
+    let env = Env::new();
+    // The simulated upstream: a second namespace behind a veth pair made
+    // in the test's namespace, 10.99.0.1 (ours) <-> 10.99.0.2 (upstream).
+    let upstream = NetNs::new();
+    let ip = |args: &[&str]| run(env.ns.command("ip").args(args)).assert_ok().status;
+    let up_path = upstream.path();
+    ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", up_path.to_str().unwrap()]);
+    ip(&["addr", "add", "10.99.0.1/24", "dev", "up0"]);
+    ip(&["link", "set", "up0", "up"]);
+    run(upstream.command("ip").args(["addr", "add", "10.99.0.2/24", "dev", "up1"])).assert_ok();
+    run(upstream.command("ip").args(["link", "set", "up1", "up"])).assert_ok();
+    let server = peer_echo_server(&upstream, Ipv4Addr::new(10, 99, 0, 2), 8080, 1);
+
+    // The upstream has no route to the bridge's subnet: only NAT gets an answer back.
+    let out = env.spawn(&["--rm", "--", "timeout", "10", "wget", "-q", "-O", "-", "http://10.99.0.2:8080/"]);
+    out.assert_ok();
+    assert_eq!(out.stdout_str().trim(), "10.99.0.1", "the upstream saw the masqueraded source");
+    assert_eq!(server.join().unwrap(), vec!["10.99.0.1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn fifty_containers_leave_no_veth_lease_or_rule_even_with_killed_monitors() {
+    let env = Env::new();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let mut args = vec!["--", "sleep", "300"];
+        if i % 3 == 0 {
+            args.splice(0..0, ["-p", "127.0.0.1::80"]);
+        }
+        if i % 4 == 0 {
+            args.splice(0..0, ["-p", "::53/udp"]);
+        }
+        let rec = env.detach(&args);
+        ids.push(rec["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(env.veths().len(), 50);
+    assert_eq!(env.leases().len(), 50);
+    let published = env.nft_elements().len();
+    assert_eq!(published, 17 + 13, "one element per published port");
+
+    // SIGKILL ten monitors: their containers die with them (PDEATHSIG),
+    // their leases and port elements stay behind until collected.
+    let mut killed = Vec::new();
+    for id in ids.iter().step_by(5) {
+        let owner = env.state(id)["ownerPid"].as_i64().unwrap() as i32;
+        // SAFETY: signalling the monitor this test started.
+        assert_eq!(unsafe { libc::kill(owner, libc::SIGKILL) }, 0);
+        killed.push(id.clone());
+    }
+    // The next start collects the dead owners' leases.
+    std::thread::sleep(Duration::from_millis(200));
+    let extra = env.detach(&["--", "sleep", "300"]);
+    let leases = env.leases();
+    assert_eq!(leases.len(), 41, "{leases:?}");
+    assert!(killed.iter().all(|k| !leases.iter().any(|l| l.ends_with(k.as_str()))));
+    let killed_published = ids
+        .iter()
+        .step_by(5)
+        .enumerate()
+        .map(|(j, _)| j * 5)
+        .map(|i| usize::from(i % 3 == 0) + usize::from(i % 4 == 0))
+        .sum::<usize>();
+    assert_eq!(env.nft_elements().len(), published - killed_published);
+    let _ = extra;
+
+    // Removing a container whose monitor is gone releases what is left too.
     env.assert_clean();
 }
