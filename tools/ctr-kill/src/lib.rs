@@ -144,6 +144,9 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("With --rm: remove its anonymous volumes too"),
         )
+        .arg(Arg::new("echo").long("echo").action(ArgAction::SetTrue).help(
+            "Print each container as it was named, one per line, instead of its record (docker stop's output)",
+        ))
         .arg(
             Arg::new("container")
                 .value_name("CONTAINER")
@@ -553,6 +556,7 @@ pub fn act(root: &StateRoot, query: &str, plan: &Plan) -> Result<ContainerRecord
 pub fn run(matches: &ArgMatches) -> Result<(), Error> {
     let root = StateRoot::resolve(matches.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
     let plan = Plan::from_matches(matches)?;
+    let echo = matches.get_flag("echo");
     let args: Vec<String> =
         matches.get_many::<String>("container").map(|v| v.cloned().collect()).unwrap_or_default();
     if args.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -581,7 +585,13 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
                 let Some(q) = queries.get(i) else { break };
                 match act(&root, q, &plan) {
                     Ok(rec) => {
-                        if let Err(e) = kist_common::record::emit(&Record::Container(rec)) {
+                        let written = if echo {
+                            use std::io::Write;
+                            writeln!(std::io::stdout().lock(), "{q}")
+                        } else {
+                            kist_common::record::emit(&Record::Container(rec))
+                        };
+                        if let Err(e) = written {
                             kist_common::diag::error_fmt(format_args!(
                                 "cannot write to standard output: {e}"
                             ));

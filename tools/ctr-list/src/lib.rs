@@ -15,6 +15,7 @@ use kist_common::container::{ContainerState, Status};
 use kist_common::lifecycle::{self, Host};
 use kist_common::output::{self, Format};
 use kist_common::record::{ContainerRecord, Record};
+use kist_common::template::{self, Row};
 use kist_common::{ExitCode, HasExitCode, StateRoot};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +85,8 @@ pub fn command() -> Command {
         .arg(
             Arg::new("format")
                 .long("format")
-                .value_name("json|table")
-                .help("Output format (default: table on a terminal, JSON Lines otherwise)"),
+                .value_name("json|table|TEMPLATE")
+                .help("Output format: json, table, or a Go template over Docker's fields ({{.ID}}, 'table {{.Names}}\\t{{.Status}}', {{json .}}); default table on a terminal, JSON Lines otherwise"),
         )
         .after_help(
             "Examples:\n  \
@@ -297,11 +298,53 @@ pub fn table_row(rec: &ContainerRecord, trunc: bool, now: f64) -> Vec<String> {
     ]
 }
 
+/// The record as Docker's ps template fields (`{{.ID}}`, `{{.Names}}`, ...).
+pub fn template_row(rec: &ContainerRecord, trunc: bool, now: f64) -> Row {
+    let cells = table_row(rec, trunc, now);
+    let labels: Vec<String> = rec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let [id, image, command, running_for, status, ports, names]: [String; 7] =
+        cells.try_into().unwrap_or_default();
+    Row {
+        fields: vec![
+            ("ID", id),
+            ("Image", image),
+            ("Command", command),
+            ("CreatedAt", template::created_at(&rec.created)),
+            ("RunningFor", running_for),
+            ("Ports", ports),
+            ("Status", status),
+            ("State", rec.state.as_str().to_string()),
+            ("Names", names),
+            ("Labels", labels.join(",")),
+            ("Size", "0B".to_string()),
+            ("Mounts", String::new()),
+            ("Networks", String::new()),
+            ("LocalVolumes", "0".to_string()),
+        ],
+        labels: rec.labels.clone(),
+    }
+}
+
+/// docker ps' column headers.
+pub fn header(field: &str) -> String {
+    match field {
+        "ID" => "CONTAINER ID".into(),
+        "RunningFor" => "CREATED".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        "LocalVolumes" => "LOCAL VOLUMES".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+/// `docker ps`' default table.
+pub const DEFAULT_TABLE: &str =
+    "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}";
+
 pub fn run(matches: &ArgMatches) -> Result<(), Error> {
     use std::io::Write;
     let root = StateRoot::resolve(matches.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
-    let format =
-        Format::choose(matches.get_one::<String>("format").map(String::as_str)).map_err(Error::Usage)?;
+    let format = template::Choice::parse(matches.get_one::<String>("format").map(String::as_str))
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let filter_args: Vec<String> =
         matches.get_many::<String>("filter").map(|v| v.cloned().collect()).unwrap_or_default();
     let filters = Filters::parse(&filter_args)?;
@@ -329,12 +372,15 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
             let id = if trunc { &r.id[..12.min(r.id.len())] } else { &r.id };
             writeln!(out, "{id}").map_err(Error::Stdout)?;
         }
-    } else if format == Format::Table {
-        let rows: Vec<Vec<String>> = recs.iter().map(|r| table_row(r, trunc, host.now)).collect();
-        let t = output::table(
-            &["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
-            &rows,
-        );
+    } else if format != template::Choice::Plain(Format::Json) {
+        let tmpl = match format {
+            template::Choice::Template(t) => t,
+            template::Choice::Plain(_) => {
+                template::Template::parse(DEFAULT_TABLE).map_err(|e| Error::Usage(e.to_string()))?
+            }
+        };
+        let rows: Vec<Row> = recs.iter().map(|r| template_row(r, trunc, host.now)).collect();
+        let t = tmpl.render(&rows, &header).map_err(|e| Error::Usage(e.to_string()))?;
         out.write_all(t.as_bytes()).map_err(Error::Stdout)?;
     } else {
         for r in recs {

@@ -23,6 +23,7 @@ use kist_common::container::Status;
 use kist_common::lifecycle::{self, Host};
 use kist_common::output::{self, Format};
 use kist_common::record::{Record, StatsMemory, StatsNet, StatsRecord, SCHEMA_VERSION};
+use kist_common::template::{self, Row};
 use kist_common::{ExitCode, HasExitCode, StateRoot};
 
 /// The gap between the two readings of the first sample.
@@ -103,8 +104,8 @@ pub fn command() -> Command {
         .arg(
             Arg::new("format")
                 .long("format")
-                .value_name("json|table")
-                .help("Output format (default: table on a terminal, else json)"),
+                .value_name("json|table|TEMPLATE")
+                .help("Output format: json, table, or a Go template over Docker's fields ({{.Name}}, 'table {{.Name}}\\t{{.CPUPerc}}', {{json .}}); default table on a terminal, else json"),
         )
         .after_help(
             "Examples:\n  ctr-stats --no-stream\n  ctr-stats --no-stream web | jq .memory.usage\n  \
@@ -348,12 +349,53 @@ pub fn table_row(r: &StatsRecord) -> Vec<String> {
     ]
 }
 
+/// A sample as Docker's stats template fields (`{{.Name}}`, `{{.CPUPerc}}`, ...).
+pub fn template_row(r: &StatsRecord) -> Row {
+    let [id, name, cpu, mem, memp, net, block, pids]: [String; 8] =
+        table_row(r).try_into().unwrap_or_default();
+    Row {
+        fields: vec![
+            ("Container", id.clone()),
+            ("Name", name),
+            ("ID", id),
+            ("CPUPerc", cpu),
+            ("MemUsage", mem),
+            ("MemPerc", memp),
+            ("NetIO", net),
+            ("BlockIO", block),
+            ("PIDs", pids),
+        ],
+        labels: Default::default(),
+    }
+}
+
+/// docker stats' column headers.
+pub fn header(field: &str) -> String {
+    let h = match field {
+        "Container" => "CONTAINER",
+        "Name" => "NAME",
+        "ID" => "CONTAINER ID",
+        "CPUPerc" => "CPU %",
+        "MemUsage" => "MEM USAGE / LIMIT",
+        "MemPerc" => "MEM %",
+        "NetIO" => "NET I/O",
+        "BlockIO" => "BLOCK I/O",
+        "PIDs" => "PIDS",
+        other => return other.to_uppercase(),
+    };
+    h.to_string()
+}
+
+/// `docker stats`' default table.
+pub const DEFAULT_TABLE: &str = "table {{.ID}}\\t{{.Name}}\\t{{.CPUPerc}}\\t{{.MemUsage}}\\t{{.MemPerc}}\\t{{.NetIO}}\\t{{.BlockIO}}\\t{{.PIDs}}";
+
 pub const TABLE_HEADERS: [&str; 8] =
     ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"];
 
 pub fn run(m: &clap::ArgMatches) -> Result<(), Error> {
     let root = StateRoot::resolve(m.get_one::<PathBuf>("root").map(|p| p.as_path()))?;
-    let format = Format::choose(m.get_one::<String>("format").map(|s| s.as_str())).map_err(Error::Usage)?;
+    let format = template::Choice::parse(m.get_one::<String>("format").map(|s| s.as_str()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let interval = m
         .get_one::<String>("interval")
         .map(|s| parse_duration(s).ok_or_else(|| Error::Usage(format!("invalid --interval {s:?}"))))
@@ -428,7 +470,7 @@ pub fn run(m: &clap::ArgMatches) -> Result<(), Error> {
             next.insert(t.id.clone(), (now, sys));
         }
         previous = next;
-        emit(&records, format, !no_stream)?;
+        emit(&records, &format, !no_stream)?;
         if no_stream {
             return Ok(());
         }
@@ -437,21 +479,31 @@ pub fn run(m: &clap::ArgMatches) -> Result<(), Error> {
     }
 }
 
-fn emit(records: &[StatsRecord], format: Format, stream: bool) -> Result<(), Error> {
+fn emit(records: &[StatsRecord], format: &template::Choice, stream: bool) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => {
+        template::Choice::Plain(Format::Json) => {
             for r in records {
                 let line = Record::Stats(r.clone()).to_line();
                 out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n")).map_err(Error::Write)?;
             }
         }
-        Format::Table => {
-            if stream && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        _ => {
+            let default;
+            let tmpl = match format {
+                template::Choice::Template(t) => t,
+                template::Choice::Plain(_) => {
+                    default =
+                        template::Template::parse(DEFAULT_TABLE).map_err(|e| Error::Usage(e.to_string()))?;
+                    &default
+                }
+            };
+            if stream && tmpl.is_table() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 out.write_all(b"\x1b[2J\x1b[H").map_err(Error::Write)?;
             }
-            let rows: Vec<Vec<String>> = records.iter().map(table_row).collect();
-            out.write_all(output::table(&TABLE_HEADERS, &rows).as_bytes()).map_err(Error::Write)?;
+            let rows: Vec<Row> = records.iter().map(template_row).collect();
+            let text = tmpl.render(&rows, &header).map_err(|e| Error::Usage(e.to_string()))?;
+            out.write_all(text.as_bytes()).map_err(Error::Write)?;
         }
     }
     out.flush().map_err(Error::Write)

@@ -10,6 +10,7 @@ use kist_common::output::{self, Format};
 use kist_common::record::Record;
 use kist_common::root::RootError;
 use kist_common::store::{Store, StoreError};
+use kist_common::template::{self, Row};
 use kist_common::{ExitCode, HasExitCode, Reference, StateRoot};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +72,8 @@ pub fn command() -> Command {
         .arg(
             Arg::new("format")
                 .long("format")
-                .value_name("FORMAT")
-                .value_parser(["json", "table"])
-                .help("json (JSON Lines, the default when stdout is not a terminal) or table"),
+                .value_name("json|table|TEMPLATE")
+                .help("json (JSON Lines, the default when stdout is not a terminal), table, or a Go template over Docker's fields ({{.Repository}}:{{.Tag}}, 'table {{.ID}}\\t{{.Size}}', {{json .}})"),
         )
         .arg(
             Arg::new("dangling")
@@ -170,11 +170,55 @@ fn matches_filter(img: &Image, filter: &str) -> bool {
     false
 }
 
+/// `docker images`' default table.
+pub const DEFAULT_TABLE: &str = "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}";
+
+/// docker images' column headers.
+pub fn header(field: &str) -> String {
+    match field {
+        "ID" => "IMAGE ID".into(),
+        "CreatedSince" => "CREATED".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        "VirtualSize" => "VIRTUAL SIZE".into(),
+        "SharedSize" => "SHARED SIZE".into(),
+        "UniqueSize" => "UNIQUE SIZE".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+/// An image as Docker's images template fields (`{{.Repository}}`, `{{.ID}}`, ...).
+pub fn template_row(i: &Image, id: &str, now: i64) -> Row {
+    let (repo, tag) = repo_tag(i);
+    let since = match i.created.as_deref().and_then(parse_rfc3339) {
+        Some(t) => format!("{} ago", output::human_duration((now - t).max(0) as u64)),
+        None => "N/A".to_string(),
+    };
+    let size = output::human_size_decimal(i.size());
+    let created_at = i.created.as_deref().map(template::created_at).unwrap_or_default();
+    let digest = if i.ref_name.is_some() { i.manifest.to_string() } else { "<none>".to_string() };
+    Row {
+        fields: vec![
+            ("Repository", repo),
+            ("Tag", tag),
+            ("ID", id.to_string()),
+            ("Digest", digest),
+            ("CreatedSince", since),
+            ("CreatedAt", created_at),
+            ("Size", size.clone()),
+            ("VirtualSize", size),
+            ("SharedSize", "N/A".to_string()),
+            ("UniqueSize", "N/A".to_string()),
+            ("Containers", "N/A".to_string()),
+        ],
+        labels: i.run_config.labels.clone(),
+    }
+}
+
 pub fn run(matches: &ArgMatches) -> Result<(), Error> {
     let root = StateRoot::resolve(matches.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
     let store = Store::open(&root)?;
-    let format =
-        Format::choose(matches.get_one::<String>("format").map(String::as_str)).map_err(Error::Usage)?;
+    let format = template::Choice::parse(matches.get_one::<String>("format").map(String::as_str))
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let mut images = catalog::list(&store)?;
     if let Some(f) = matches.get_one::<String>("repository") {
         images.retain(|i| matches_filter(i, f));
@@ -198,7 +242,7 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
         return Ok(());
     }
     match format {
-        Format::Json => {
+        template::Choice::Plain(Format::Json) => {
             for i in &images {
                 let (repo, tag) = repo_tag(i);
                 let mut v = serde_json::to_value(Record::Image(i.record(&store)))
@@ -208,26 +252,20 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
                 writeln!(out, "{v}").map_err(Error::Stdout)?;
             }
         }
-        Format::Table => {
+        _ => {
+            let tmpl = match format {
+                template::Choice::Template(t) => t,
+                template::Choice::Plain(_) => {
+                    template::Template::parse(DEFAULT_TABLE).map_err(|e| Error::Usage(e.to_string()))?
+                }
+            };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            let rows: Vec<Vec<String>> = images
-                .iter()
-                .map(|i| {
-                    let (repo, tag) = repo_tag(i);
-                    let when = match i.created.as_deref().and_then(parse_rfc3339) {
-                        Some(t) => format!("{} ago", output::human_duration((now - t).max(0) as u64)),
-                        None => "N/A".to_string(),
-                    };
-                    vec![repo, tag, id_text(i), when, output::human_size_decimal(i.size())]
-                })
-                .collect();
-            out.write_all(
-                output::table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows).as_bytes(),
-            )
-            .map_err(Error::Stdout)?;
+            let rows: Vec<Row> = images.iter().map(|i| template_row(i, &id_text(i), now)).collect();
+            let text = tmpl.render(&rows, &header).map_err(|e| Error::Usage(e.to_string()))?;
+            out.write_all(text.as_bytes()).map_err(Error::Stdout)?;
         }
     }
     out.flush().map_err(Error::Stdout)
