@@ -81,10 +81,24 @@ pub fn atomic_write_nosync(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
 
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
+    atomic_write_json_durable(path, value, true)
+}
+
+/// [`atomic_write_json`], with the fsyncs only when `durable`
+/// (see [`atomic_write_nosync`]).
+pub fn atomic_write_json_durable<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    durable: bool,
+) -> Result<(), FsError> {
     let mut bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| FsError::Write { path: path.to_path_buf(), source: std::io::Error::other(e) })?;
     bytes.push(b'\n');
-    atomic_write(path, &bytes)
+    if durable {
+        atomic_write(path, &bytes)
+    } else {
+        atomic_write_nosync(path, &bytes)
+    }
 }
 
 /// Makes a rename or create in the parent directory durable.
