@@ -418,3 +418,40 @@ fn a_paused_container_is_copied_from_and_to() {
     assert_eq!(std::fs::read(inside(&c, "/tmp/back")).unwrap(), b"one\n");
     run(root.cmd("ctr-kill").args(["--resume", "frozen"])).assert_ok();
 }
+
+#[test]
+fn a_destination_symlink_is_followed_as_docker_does() {
+    let root = TestRoot::new();
+    let img = image(&root);
+    let c = Attached::start(&root, &img, "links", &[], &["sleep", "1000"]);
+    let h = tempfile::tempdir().unwrap();
+    let f = h.path().join("f");
+    std::fs::write(&f, b"new\n").unwrap();
+    let f = f.to_str().unwrap();
+
+    // In, onto a link to a file: the file is written, the link stays
+    // (docker 20.10 does the same; checked by hand against dockerd).
+    cp(&root, &[f, "links:/data/link"]).assert_ok();
+    assert_eq!(std::fs::read(inside(&c, "/data/one")).unwrap(), b"new\n");
+    assert_eq!(std::fs::read_link(inside(&c, "/data/link")).unwrap(), PathBuf::from("one"));
+    // An absolute target is the container's, and a chain is followed.
+    std::os::unix::fs::symlink("/data/link", inside(&c, "/tmp/chain")).unwrap();
+    std::fs::write(&PathBuf::from(f), b"chained\n").unwrap();
+    cp(&root, &[f, "links:/tmp/chain"]).assert_ok();
+    assert_eq!(std::fs::read(inside(&c, "/data/one")).unwrap(), b"chained\n");
+    assert!(std::fs::symlink_metadata(inside(&c, "/tmp/chain")).unwrap().file_type().is_symlink());
+    // Onto a dangling link: its target is created.
+    std::os::unix::fs::symlink("/tmp/made-by-cp", inside(&c, "/tmp/dangling")).unwrap();
+    cp(&root, &[f, "links:/tmp/dangling"]).assert_ok();
+    assert_eq!(std::fs::read(inside(&c, "/tmp/made-by-cp")).unwrap(), b"chained\n");
+    assert!(std::fs::symlink_metadata(inside(&c, "/tmp/dangling")).unwrap().file_type().is_symlink());
+
+    // Out, onto a host link to a file: the host file is written.
+    let target = h.path().join("target");
+    std::fs::write(&target, b"old\n").unwrap();
+    let link = h.path().join("hostlink");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    cp(&root, &["links:/etc/lower-only", link.to_str().unwrap()]).assert_ok();
+    assert_eq!(std::fs::read(&target).unwrap(), b"from the image\n");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+}

@@ -121,7 +121,7 @@ fn reopen(fd: RawFd, flags: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
-fn readlink_fd(fd: RawFd) -> std::io::Result<PathBuf> {
+pub fn readlink_fd(fd: RawFd) -> std::io::Result<PathBuf> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: readlinkat of the O_PATH symlink itself (empty path) into our buffer.
     let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };

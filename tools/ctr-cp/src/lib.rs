@@ -74,7 +74,9 @@ pub fn command() -> Command {
              path creates it, unless the path ends in / (an error); a directory to a missing path \
              is created with its content; a directory into an existing directory becomes a \
              subdirectory, unless SRC ends in /. (the content only). Parent directories are never \
-             created. With - as SRC, DST must be an existing directory.\n\n\
+             created. A DST that is a symlink is followed: onto a link to a file, that file is \
+             written; onto a dangling link, its target is created (inside the container for a \
+             container DST). With - as SRC, DST must be an existing directory.\n\n\
              Works on running containers (through the init's root, which shows the container's \
              volumes and tmpfs mounts) and stopped ones (their overlay mounted detached, writes \
              going to the upper directory). Container paths are resolved inside the container's \
@@ -230,11 +232,38 @@ fn open_source(side: &Side, path: &str, follow: bool) -> Result<Source, Error> {
     Ok(Source { fd, dir, name, content_only: content_only && dir })
 }
 
+/// Docker follows a symlink at the destination: a copy onto a link to a
+/// file writes that file, and onto a dangling link creates its target.
+/// Returns the path with its final symlinks replaced by their targets (a
+/// relative target taken from the link's directory), still to be looked
+/// up inside the side's root, so a target naming `/` or `..` stays in it;
+/// None for a loop, whose link is then replaced like a file.
+fn follow_final_links(side: &Side, path: &str) -> Option<String> {
+    let mut cur = PathBuf::from(path);
+    for _ in 0..40 {
+        let Ok(fd) = side.open(&cur.to_string_lossy(), libc::O_PATH | libc::O_NOFOLLOW) else {
+            return Some(cur.to_string_lossy().into_owned());
+        };
+        let is_link = fsops::fstat(fd.as_raw_fd()).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+        if !matches!(is_link, Ok(true)) {
+            return Some(cur.to_string_lossy().into_owned());
+        }
+        let target = fsops::readlink_fd(fd.as_raw_fd()).ok()?;
+        cur = match cur.parent() {
+            Some(dir) if !target.is_absolute() => dir.join(target),
+            _ => target,
+        };
+    }
+    None
+}
+
 /// Docker's destination rules: which directory the entries go below and
 /// how the source's top name is renamed.
 fn plan_destination(side: &Side, path: &str, src: &Source) -> Result<Extractor, Error> {
     let show = side.show(path);
     let trailing = path.ends_with('/') || path.ends_with("/.");
+    let followed = if trailing { None } else { follow_final_links(side, path) };
+    let path = followed.as_deref().unwrap_or(path);
     // A symlink that resolves to nothing (dangling or looping inside the
     // root) is an existing non-directory: the link itself is replaced.
     let mut dangling = false;
