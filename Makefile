@@ -78,7 +78,8 @@ install: $(if $(BINS),,build) $(addprefix install-,$(TOOLS)) install-kist
 
 # One tool and its man page, so distributions can package tools separately.
 $(addprefix install-,$(TOOLS)): install-%:
-	@test -x $(BUILT)/$* || $(CARGO) build --release -p $* --bins
+	@test -x $(BUILT)/$* || { [ -z "$(BINS)" ] || { echo "$*: not built in $(BINS)" >&2; exit 1; }; \
+		$(CARGO) build --release -p $* --bins; }
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	$(INSTALL) -m 755 $(BUILT)/$* $(DESTDIR)$(BINDIR)/$*
 	@if [ -f man/$*.1 ]; then $(INSTALL) -m 644 man/$*.1 $(DESTDIR)$(MANDIR)/man1/$*.1; fi

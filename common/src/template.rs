@@ -86,6 +86,9 @@ enum Part {
     },
 }
 
+/// Names a field's column for `table`, or None for a field the record lacks.
+pub type HeaderFn = dyn Fn(&str) -> Option<String>;
+
 /// A parsed `--format` template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -194,11 +197,7 @@ impl Template {
         self.table
     }
 
-    fn render_one(
-        &self,
-        row: &Row,
-        header: Option<&dyn Fn(&str) -> String>,
-    ) -> Result<String, TemplateError> {
+    fn render_one(&self, row: &Row, header: Option<&HeaderFn>) -> Result<String, TemplateError> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -210,7 +209,16 @@ impl Template {
                 Part::Field { name, func, action } => {
                     if let Some(h) = header {
                         if let Some(n) = name {
-                            out.push_str(&h(n));
+                            match h(n) {
+                                Some(words) => out.push_str(&words),
+                                None => {
+                                    return Err(TemplateError::Exec {
+                                        template: self.source.clone(),
+                                        action: action.clone(),
+                                        message: format!("can't evaluate field {n}"),
+                                    })
+                                }
+                            }
                         }
                         continue;
                     }
@@ -235,12 +243,15 @@ impl Template {
         Ok(out)
     }
 
-    /// Renders every row; `header` names a field's column (docker's
-    /// header words, "CONTAINER ID" for ID) and is used only by `table`.
-    pub fn render(&self, rows: &[Row], header: &dyn Fn(&str) -> String) -> Result<String, TemplateError> {
+    /// Renders every row. `header` names a field's column (docker's
+    /// header words, "CONTAINER ID" for ID), None for a field the record
+    /// type lacks: the whole template is checked against it first, so a
+    /// bad field fails even when there are no rows.
+    pub fn render(&self, rows: &[Row], header: &HeaderFn) -> Result<String, TemplateError> {
         let mut lines = Vec::with_capacity(rows.len() + 1);
+        let head = self.render_one(&Row::default(), Some(header))?;
         if self.table {
-            lines.push(self.render_one(&Row::default(), Some(header))?);
+            lines.push(head);
         }
         for r in rows {
             lines.push(self.render_one(r, None)?);
@@ -324,10 +335,11 @@ mod tests {
         }
     }
 
-    fn header(n: &str) -> String {
+    fn header(n: &str) -> Option<String> {
         match n {
-            "ID" => "CONTAINER ID".into(),
-            other => other.to_uppercase(),
+            "ID" => Some("CONTAINER ID".into()),
+            "Names" | "Image" => Some(n.to_uppercase()),
+            _ => None,
         }
     }
 
@@ -361,6 +373,7 @@ mod tests {
     fn unknown_fields_and_bad_actions_fail() {
         let t = Template::parse("{{.Nope}}").unwrap();
         assert!(t.render(&[row()], &header).is_err());
+        assert!(t.render(&[], &header).is_err());
         assert!(Template::parse("{{range .}}").is_err());
         assert!(Template::parse("{{.ID").is_err());
         assert_eq!(Choice::parse(Some("json")).unwrap(), Choice::Plain(Format::Json));

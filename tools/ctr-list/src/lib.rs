@@ -326,14 +326,17 @@ pub fn template_row(rec: &ContainerRecord, trunc: bool, now: f64) -> Row {
 }
 
 /// docker ps' column headers.
-pub fn header(field: &str) -> String {
-    match field {
-        "ID" => "CONTAINER ID".into(),
-        "RunningFor" => "CREATED".into(),
-        "CreatedAt" => "CREATED AT".into(),
-        "LocalVolumes" => "LOCAL VOLUMES".into(),
-        other => other.to_uppercase(),
-    }
+pub fn header(field: &str) -> Option<String> {
+    let h = match field {
+        "ID" => "CONTAINER ID",
+        "RunningFor" => "CREATED",
+        "CreatedAt" => "CREATED AT",
+        "LocalVolumes" => "LOCAL VOLUMES",
+        "Image" | "Command" | "Ports" | "Status" | "State" | "Names" | "Labels" | "Size" | "Mounts"
+        | "Networks" => return Some(field.to_uppercase()),
+        _ => return None,
+    };
+    Some(h.to_string())
 }
 
 /// `docker ps`' default table.

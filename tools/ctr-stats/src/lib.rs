@@ -370,7 +370,7 @@ pub fn template_row(r: &StatsRecord) -> Row {
 }
 
 /// docker stats' column headers.
-pub fn header(field: &str) -> String {
+pub fn header(field: &str) -> Option<String> {
     let h = match field {
         "Container" => "CONTAINER",
         "Name" => "NAME",
@@ -381,9 +381,9 @@ pub fn header(field: &str) -> String {
         "NetIO" => "NET I/O",
         "BlockIO" => "BLOCK I/O",
         "PIDs" => "PIDS",
-        other => return other.to_uppercase(),
+        _ => return None,
     };
-    h.to_string()
+    Some(h.to_string())
 }
 
 /// `docker stats`' default table.

@@ -174,16 +174,18 @@ fn matches_filter(img: &Image, filter: &str) -> bool {
 pub const DEFAULT_TABLE: &str = "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}";
 
 /// docker images' column headers.
-pub fn header(field: &str) -> String {
-    match field {
-        "ID" => "IMAGE ID".into(),
-        "CreatedSince" => "CREATED".into(),
-        "CreatedAt" => "CREATED AT".into(),
-        "VirtualSize" => "VIRTUAL SIZE".into(),
-        "SharedSize" => "SHARED SIZE".into(),
-        "UniqueSize" => "UNIQUE SIZE".into(),
-        other => other.to_uppercase(),
-    }
+pub fn header(field: &str) -> Option<String> {
+    let h = match field {
+        "ID" => "IMAGE ID",
+        "CreatedSince" => "CREATED",
+        "CreatedAt" => "CREATED AT",
+        "VirtualSize" => "VIRTUAL SIZE",
+        "SharedSize" => "SHARED SIZE",
+        "UniqueSize" => "UNIQUE SIZE",
+        "Repository" | "Tag" | "Digest" | "Size" | "Containers" => return Some(field.to_uppercase()),
+        _ => return None,
+    };
+    Some(h.to_string())
 }
 
 /// An image as Docker's images template fields (`{{.Repository}}`, `{{.ID}}`, ...).

@@ -1,0 +1,264 @@
+//! The `kist` wrapper itself: it is POSIX sh (dash runs it, shellcheck
+//! finds nothing), Docker's flag spellings reach the tools, exit codes are
+//! Docker's (125 for kist's own errors, the container's status for run and
+//! exec), `--pull` is honoured, `--format` templates are rendered by the
+//! tools, `kist help` names the tool behind each command, and kist(1)
+//! documents every command.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kist_tests::registry::Registry;
+use kist_tests::{bin_dir, have, run, run_with_stdin, OutputExt, TestRoot};
+
+fn kist_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/kist/kist")
+}
+
+/// `dash kist ARGS` with the built tools and a state root.
+fn kist(root: &TestRoot, args: &[&str]) -> Command {
+    let mut c = Command::new("dash");
+    c.arg(kist_script()).args(args);
+    c.env("KIST_ROOT", root.path()).env("KIST_BIN_DIR", bin_dir()).env_remove("KIST_DEBUG");
+    // Outside a private namespace: no bridge on the host's network.
+    c.env("KIST_DEFAULT_NETWORK", "none");
+    c
+}
+
+/// A root with busybox fetched from a registry (not unpacked).
+fn with_image() -> (TestRoot, Registry, String) {
+    let root = TestRoot::new();
+    let reg = Registry::start();
+    let b = kist_tests::image::busybox();
+    reg.push(&b.layout, &b.tag, "w/busybox:latest");
+    let img = reg.reference("w/busybox:latest");
+    (root, reg, img)
+}
+
+/// The commands `kist help` lists.
+fn commands() -> Vec<String> {
+    let out = run(&mut kist(&TestRoot::new(), &["help"]));
+    out.assert_ok();
+    let text = out.stdout_str();
+    let mut cmds: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|w| w.to_string())
+        .collect();
+    cmds.dedup();
+    cmds
+}
+
+#[test]
+fn the_script_is_posix_sh() {
+    let out = run(Command::new("dash").arg("-n").arg(kist_script()));
+    out.assert_ok();
+    if have("shellcheck") {
+        let out = run(Command::new("shellcheck").args(["-s", "sh"]).arg(kist_script()));
+        assert!(out.status.success(), "shellcheck:\n{}", out.stdout_str());
+    } else {
+        panic!("shellcheck missing: tests/host-deps.sh installs it");
+    }
+    let first = std::fs::read_to_string(kist_script()).unwrap();
+    assert!(first.starts_with("#!/bin/sh\n"));
+}
+
+#[test]
+fn help_names_the_tool_behind_every_command() {
+    let cmds = commands();
+    for want in [
+        "pull", "images", "rmi", "run", "create", "start", "stop", "restart", "kill", "rm", "pause", "ps",
+        "exec", "cp", "stats", "logs", "port", "inspect", "system", "version", "help",
+    ] {
+        assert!(cmds.iter().any(|c| c == want), "kist help lacks {want}: {cmds:?}");
+    }
+    let root = TestRoot::new();
+    for (cmd, tool) in [
+        ("run", "ctr-spawn"),
+        ("pull", "img-fetch"),
+        ("ps", "ctr-list"),
+        ("stop", "ctr-kill"),
+        ("exec", "ctr-exec"),
+        ("cp", "ctr-cp"),
+        ("stats", "ctr-stats"),
+        ("logs", "ctr-logs"),
+        ("images", "img-list"),
+        ("rmi", "img-rm"),
+    ] {
+        let out = run(&mut kist(&root, &[cmd, "--help"]));
+        out.assert_ok();
+        let text = out.stdout_str();
+        assert!(text.starts_with(&format!("kist {cmd}: ")) && text.contains(tool), "{cmd} --help: {text}");
+        // The tool's own help follows, so its flags are one look away.
+        assert!(text.contains(&format!("{tool} --help:")), "{cmd} --help: {text}");
+        let help2 = run(&mut kist(&root, &["help", cmd])).stdout_str();
+        assert_eq!(help2, text);
+    }
+}
+
+#[test]
+fn the_man_page_documents_every_command() {
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../man/kist.1")).unwrap();
+    for cmd in commands() {
+        assert!(page.contains(&format!(".TP\n\\fB{cmd}")), "man/kist.1 lacks the command {cmd}");
+    }
+    for s in ["EXIT STATUS", "EXAMPLES", "SEE ALSO", "FORMATS"] {
+        assert!(page.contains(&format!(".SH \"{s}\"")) || page.contains(&format!(".SH {s}")), "{s}");
+    }
+    // And the shell completions know every command too.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/kist/completions");
+    for f in ["kist.bash", "_kist", "kist.fish"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        for cmd in commands() {
+            assert!(text.contains(&cmd), "{f} lacks {cmd}");
+        }
+    }
+}
+
+#[test]
+fn kist_errors_exit_125_like_docker() {
+    let root = TestRoot::new();
+    for args in [
+        vec!["frobnicate"],
+        vec!["run"],
+        vec!["run", "--pull", "sometimes", "busybox"],
+        vec!["run", "--pull=never", "no.such/image:1", "true"],
+        vec!["run", "--no-such-flag", "busybox"],
+        vec!["stop"],
+        vec!["ps", "--format", "{{.NoSuchField}}"],
+        vec!["ps", "--format", "{{range .}}"],
+    ] {
+        let out = run(&mut kist(&root, &args));
+        assert_eq!(out.code(), 125, "kist {args:?}: {}", out.stderr_str());
+        assert!(!out.stderr_str().is_empty(), "kist {args:?} says nothing");
+    }
+    // A failure that is not a usage error exits 1, as docker stop does.
+    let out = run(&mut kist(&root, &["stop", "nosuch"]));
+    assert_eq!(out.code(), 1, "{}", out.stderr_str());
+    let out = run(&mut kist(&root, &["inspect", "nosuch"]));
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr_str().contains("No such object: nosuch"));
+}
+
+#[test]
+fn run_pulls_a_missing_image_and_passes_the_status_through() {
+    let (root, _reg, img) = with_image();
+    // --pull never: not there, not fetched.
+    let out = run(&mut kist(&root, &["run", "--rm", "--pull", "never", &img, "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr_str());
+    // --pull missing (the default): fetched, unpacked, run; the status is the container's.
+    let out = run(&mut kist(&root, &["run", "--rm", &img, "sh", "-c", "echo hi; exit 7"]));
+    assert_eq!(out.code(), 7, "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "hi\n");
+    assert!(out.stderr_str().contains("Unable to find image"), "{}", out.stderr_str());
+    // Present now: no pull message; -q is quiet anyway.
+    let out = run(&mut kist(&root, &["run", "--rm", "-e", "A=1", "-eB=2", &img, "sh", "-c", "echo $A$B"]));
+    out.assert_ok();
+    assert_eq!(out.stdout_str(), "12\n");
+    assert!(!out.stderr_str().contains("Unable to find image"), "{}", out.stderr_str());
+    // --pull=always fetches again (and still runs); 126/127 as Docker's.
+    let out = run(&mut kist(&root, &["run", "--rm", "--pull=always", "-q", &img, "nosuchcommand"]));
+    assert_eq!(out.code(), 127, "{}", out.stderr_str());
+    // Combined short flags with a value at the end (-iv DIR:DST) and stdin.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x"), "vol\n").unwrap();
+    let v = format!("{}:/v:ro", dir.path().display());
+    let out = run_with_stdin(
+        &mut kist(&root, &["run", "--rm", "-iv", &v, &img, "sh", "-c", "cat /v/x; cat"]),
+        b"in\n",
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout_str(), "vol\nin\n");
+    // --name "x" and --name=x, create then start -a.
+    let out = run(&mut kist(&root, &["create", "--name=job", &img, "sh", "-c", "echo job ran; exit 4"]));
+    out.assert_ok();
+    let id = out.stdout_str().trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let out = run(&mut kist(&root, &["start", "-a", "job"]));
+    assert_eq!(out.code(), 4, "{}", out.stderr_str());
+    assert!(out.stdout_str().contains("job ran"), "{}", out.stdout_str());
+    let out = run(&mut kist(&root, &["rm", "job"]));
+    out.assert_ok();
+    assert_eq!(out.stdout_str(), "job\n");
+}
+
+#[test]
+fn ps_images_and_stats_take_docker_templates() {
+    let (root, _reg, img) = with_image();
+    run(&mut kist(&root, &["pull", "-q", &img])).assert_ok();
+    let out =
+        run(&mut kist(&root, &["run", "-d", "--name", "tpl", "-l", "tier=front", &img, "sleep", "1000"]));
+    out.assert_ok();
+    let id = out.stdout_str().trim().to_string();
+
+    let out = run(&mut kist(&root, &["ps", "--format", "{{.ID}} {{.Names}} {{.State}} {{.Label \"tier\"}}"]));
+    out.assert_ok();
+    assert_eq!(out.stdout_str(), format!("{} tpl running front\n", &id[..12]));
+    let out = run(&mut kist(&root, &["ps", "--format", "table {{.Names}}\\t{{.Image}}"]));
+    out.assert_ok();
+    let repo = img.clone();
+    assert_eq!(out.stdout_str(), format!("NAMES     IMAGE\ntpl       {repo}\n"));
+    let out = run(&mut kist(&root, &["ps", "--format", "{{json .}}"]));
+    out.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(out.stdout_str().trim()).unwrap();
+    for k in [
+        "ID",
+        "Image",
+        "Command",
+        "CreatedAt",
+        "RunningFor",
+        "Ports",
+        "Status",
+        "Size",
+        "Names",
+        "Labels",
+        "Mounts",
+        "Networks",
+        "State",
+    ] {
+        assert!(v.get(k).is_some(), "{{{{json .}}}} lacks {k}: {v}");
+    }
+    assert_eq!(v["Labels"], "tier=front");
+    assert!(v["CreatedAt"].as_str().unwrap().ends_with(" +0000 UTC"), "{v}");
+    assert_eq!(run(&mut kist(&root, &["ps", "-q"])).stdout_str(), format!("{}\n", &id[..12]));
+
+    let out = run(&mut kist(&root, &["images", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}"]));
+    out.assert_ok();
+    assert!(out.stdout_str().starts_with(&format!("{img} ")), "{}", out.stdout_str());
+    let out = run(&mut kist(&root, &["images", "--format", "{{json .}}"]));
+    let v: serde_json::Value = serde_json::from_str(out.stdout_str().trim()).unwrap();
+    for k in ["Repository", "Tag", "ID", "Digest", "CreatedSince", "CreatedAt", "Size"] {
+        assert!(v.get(k).is_some(), "images {{{{json .}}}} lacks {k}: {v}");
+    }
+    assert!(v["Digest"].as_str().unwrap().starts_with("sha256:"), "{v}");
+    let out = run(&mut kist(&root, &["images", "--digests"]));
+    assert!(out.stdout_str().lines().next().unwrap().contains("DIGEST"), "{}", out.stdout_str());
+
+    let out = run(&mut kist(&root, &["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.ID}}"]));
+    out.assert_ok();
+    assert_eq!(out.stdout_str(), format!("tpl 1 {}\n", &id[..12]));
+    let out = run(&mut kist(&root, &["stats", "--no-stream", "--format", "{{json .}}"]));
+    let v: serde_json::Value = serde_json::from_str(out.stdout_str().trim()).unwrap();
+    for k in ["Container", "Name", "ID", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs"] {
+        assert!(v.get(k).is_some(), "stats {{{{json .}}}} lacks {k}: {v}");
+    }
+
+    // inspect prints the records; pause/unpause/kill map onto ctr-kill.
+    let out = run(&mut kist(&root, &["inspect", "tpl"]));
+    out.assert_ok();
+    assert_eq!(out.records()[0]["id"], id.as_str());
+    assert_eq!(run(&mut kist(&root, &["pause", "tpl"])).stdout_str(), "tpl\n");
+    assert_eq!(run(&mut kist(&root, &["ps", "--format", "{{.State}}"])).stdout_str(), "paused\n");
+    assert_eq!(run(&mut kist(&root, &["unpause", "tpl"])).stdout_str(), "tpl\n");
+    assert_eq!(run(&mut kist(&root, &["restart", "-t", "1", "tpl"])).stdout_str(), "tpl\n");
+    assert_eq!(run(&mut kist(&root, &["ps", "--format", "{{.State}}"])).stdout_str(), "running\n");
+    assert_eq!(run(&mut kist(&root, &["kill", "tpl"])).stdout_str(), "tpl\n");
+    let out = run_with_stdin(&mut kist(&root, &["system", "prune", "-f"]), b"");
+    out.assert_ok();
+    assert!(out.stdout_str().contains(&id), "{}", out.stdout_str());
+    assert_eq!(run(&mut kist(&root, &["ps", "-a", "-q"])).stdout_str(), "");
+    let out = run(&mut kist(&root, &["version"]));
+    out.assert_ok();
+    assert!(out.stdout_str().contains("ctr-spawn"), "{}", out.stdout_str());
+}
