@@ -3,18 +3,31 @@
 # would type it. Builds a small image from the host's busybox-static with
 # umoci, serves it from Debian's docker-registry on loopback, and plays the
 # story: pull, unpack, run attached, run detached, exec, cp both ways,
-# stats, logs, stop, rm. (Published ports come with bridge networking; the
-# page is fetched from inside the container until then.)
+# stats, logs, stop, rm, first with the tools and then with the `kist`
+# wrapper's Docker verbs (with a published port once ctr-spawn has -p).
 set -eu
 
 BIN=${KIST_BIN_DIR:-$(pwd)/target/release}
 PATH=$BIN:$PATH
+KIST_SCRIPT="$(pwd)/tools/kist/kist"
+kist() { sh "$KIST_SCRIPT" "$@"; }
+export KIST_BIN_DIR="$BIN"
+
+# With bridge networking the demo publishes a port: it then runs in a
+# private network namespace of its own, so the host's network is untouched.
+PUBLISH=""
+if "$BIN/ctr-spawn" --help 2>/dev/null | grep -q -- '--publish'; then
+    PUBLISH=1
+    if [ -z "${KIST_DEMO_NETNS:-}" ]; then
+        exec unshare --net -- env KIST_DEMO_NETNS=1 sh -c 'ip link set lo up && exec sh "$0" "$@"' "$0" "$@"
+    fi
+fi
 WORK=$(mktemp -d /tmp/kist-demo.XXXXXX)
 export KIST_ROOT="$WORK/root"
 REG_PID=""
 
 cleanup() {
-    ctr-kill --rm -f web >/dev/null 2>&1 || true
+    ctr-kill --rm -f web web2 >/dev/null 2>&1 || true
     if [ -n "$REG_PID" ]; then
         kill "$REG_PID" 2>/dev/null || true
         wait "$REG_PID" 2>/dev/null || true
@@ -81,17 +94,33 @@ say "img-unpack $IMG | ctr-spawn -d --name web -- httpd -f -v -p 80 -h /var/www"
 img-unpack "$IMG" | ctr-spawn -d --name web -- httpd -f -v -p 80 -h /var/www
 run ctr-list --format table
 run ctr-exec web wget -q -O- http://127.0.0.1/
+run ctr-kill --stop -t 2 web
+run ctr-kill --rm web
+
+echo
+echo "# The same with kist, Docker's command line over the tools:"
+if [ -n "$PUBLISH" ]; then
+    run kist run -d --name web2 -p 8080:80 "$IMG" httpd -f -v -p 80 -h /var/www
+    run kist port web2
+    say "busybox wget -q -O- http://127.0.0.1:8080/"
+    for _ in 1 2 3 4 5 6 7 8 9 10; do busybox wget -q -O- http://127.0.0.1:8080/ 2>/dev/null && break; sleep 0.3; done
+else
+    run kist run -d --name web2 "$IMG" httpd -f -v -p 80 -h /var/www
+fi
+run kist ps
+run kist exec web2 wget -q -O- http://127.0.0.1/
 echo "a file from the host" > "$WORK/f"
-run ctr-cp "$WORK/f" web:/tmp/
-run ctr-exec web cat /tmp/f
-run ctr-cp web:/etc/hostname "$WORK/hostname"
+run kist cp "$WORK/f" web2:/tmp/
+run kist exec web2 cat /tmp/f
+run kist cp web2:/etc/hostname "$WORK/hostname"
 say "cat $WORK/hostname"
 cat "$WORK/hostname"
-run ctr-stats --no-stream --format table web
-run ctr-logs web
-run ctr-kill --stop -t 2 web
-run ctr-list --all --format table
-run ctr-kill --rm web
-run ctr-list --all --format table
+run kist stats --no-stream
+run kist logs web2
+run kist ps -a --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}'
+run kist stop -t 2 web2
+run kist rm web2
+run kist ps -a
+run kist help logs
 echo
 echo "kist demo: done"
