@@ -423,3 +423,97 @@ fn fifty_containers_leave_no_veth_lease_or_rule_even_with_killed_monitors() {
     // Removing a container whose monitor is gone releases what is left too.
     env.assert_clean();
 }
+
+/// `ctr-exec NAME -- wget -qO- http://HOST/` from inside a container.
+fn wget_from(env: &Env, container: &str, host: &str) -> Output {
+    let url = format!("http://{host}/");
+    run(env.cmd("ctr-exec").args([container, "--", "timeout", "10", "wget", "-q", "-O", "-", &url]))
+}
+
+fn serve(text: &str) -> String {
+    format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www")
+}
+
+#[test]
+fn user_network_names_resolve_and_survive_re_creation() {
+    let env = Env::new();
+    let created = run(env.cmd("ctr-net").args(["create", "--subnet", "10.30.0.0/24", "appnet"]));
+    created.assert_ok();
+    let net = created.records().remove(0);
+    assert_eq!(net["type"], "network");
+    assert_eq!(net["subnet"], "10.30.0.0/24");
+    let bridge = net["bridge"].as_str().unwrap().to_string();
+    let dup = run(env.cmd("ctr-net").args(["create", "appnet"]));
+    assert_eq!(dup.code(), 6, "{}", dup.stderr_str());
+
+    env.detach(&["--name", "web", "--network", "appnet", "--", "sleep", "300"]);
+    let first = env.detach(&[
+        "--name",
+        "other",
+        "--network",
+        "appnet",
+        "--network-alias",
+        "backend",
+        "--",
+        "sh",
+        "-c",
+        &serve("v1"),
+    ]);
+    let first_addr =
+        env.state(first["id"].as_str().unwrap())["networks"]["appnet"].as_str().unwrap().to_string();
+    let out = wget_from(&env, "web", "other");
+    out.assert_ok();
+    assert_eq!(out.stdout_str().trim(), "v1");
+    let out = wget_from(&env, "web", "backend");
+    assert_eq!(out.stdout_str().trim(), "v1", "{}", out.stderr_str());
+    // The default bridge network does not resolve names (as Docker's).
+    let on_bridge = env.spawn(&["--rm", "--", "timeout", "5", "wget", "-q", "-O", "-", "http://other/"]);
+    assert_ne!(on_bridge.code(), 0);
+
+    // Re-created with a new address (a filler takes the old one): found again.
+    env.rm(first["id"].as_str().unwrap());
+    env.detach(&["--name", "filler", "--network", "appnet", "--ip", &first_addr, "--", "sleep", "300"]);
+    let second = env.detach(&["--name", "other", "--network", "appnet", "--", "sh", "-c", &serve("v2")]);
+    let second_addr =
+        env.state(second["id"].as_str().unwrap())["networks"]["appnet"].as_str().unwrap().to_string();
+    assert_ne!(first_addr, second_addr);
+    let out = wget_from(&env, "web", "other");
+    out.assert_ok();
+    assert_eq!(out.stdout_str().trim(), "v2");
+    let hosts = run(env.cmd("ctr-exec").args(["web", "--", "cat", "/etc/hosts"])).stdout_str();
+    assert!(hosts.contains(&format!("{second_addr}\tother")) && !hosts.contains("backend"), "{hosts}");
+
+    let inspect = run(env.cmd("ctr-net").args(["inspect", "appnet"]));
+    assert_eq!(inspect.records()[0]["containers"].as_object().unwrap().len(), 3);
+    let busy = run(env.cmd("ctr-net").args(["rm", "appnet"]));
+    assert_eq!(busy.code(), 6, "{}", busy.stderr_str());
+    env.assert_clean();
+    run(env.cmd("ctr-net").args(["rm", "appnet"])).assert_ok();
+    let links = run(env.ns.command("ip").args(["-o", "link", "show"])).stdout_str();
+    assert!(!links.contains(&bridge), "{links}");
+    let ls = run(env.cmd("ctr-net").args(["ls", "-q"])).stdout_str();
+    assert!(!ls.contains("appnet"), "{ls}");
+}
+
+#[test]
+fn container_network_mode_shares_the_namespace() {
+    let env = Env::new();
+    let web = env.detach(&["--name", "web", "--", "sh", "-c", &serve("shared")]);
+    let out = env.spawn(&[
+        "--rm",
+        "--network",
+        "container:web",
+        "--",
+        "timeout",
+        "10",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1/",
+    ]);
+    out.assert_ok();
+    assert_eq!(out.stdout_str().trim(), "shared");
+    let _ = web;
+    env.assert_clean();
+}
