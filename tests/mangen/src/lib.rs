@@ -22,6 +22,7 @@ pub fn tools() -> Vec<(&'static str, clap::Command, ManExtra)> {
         ("ctr-exec", ctr_exec::command(), ctr_exec::MAN),
         ("ctr-cp", ctr_cp::command(), ctr_cp::MAN),
         ("ctr-stats", ctr_stats::command(), ctr_stats::MAN),
+        ("ctr-net", ctr_net::command(), ctr_net::MAN),
     ]
 }
 

@@ -124,6 +124,7 @@ pub fn command() -> Command {
              ctr-spawn --image busybox --rm -it sh\n  \
              ctr-spawn --image busybox --rm --memory 32m --pids-limit 10 -- sh -c 'exit 7'; echo $?\n  \
              ctr-spawn --image busybox -d --name web --restart unless-stopped --log-opt max-size=1m,max-file=3 -- httpd -f\n  \
+             ctr-spawn --image busybox -d --name web -p 127.0.0.1:8080:80 -- httpd -f -p 80\n  \
              ctr-spawn --image busybox --create --name job -- echo hi && ctr-spawn --start job -a\n  \
              KIST_BOOT_ID_FILE=/tmp/boot-id ctr-spawn --restore",
         )
@@ -159,6 +160,11 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
             layers, volumes, restart policy, log options.\n\
             containers/<id>/log.jsonl, log.jsonl.1 ... log.jsonl.N\n    The detached container's output \
             (json-file format), live file and rotated ones (.1 newest).\n\
+            networks/<name>.json\n    The container's network (bridge, subnet, leases); `bridge` (bridge kist0) is \
+            created by the first container that uses it. See ctr-net(1) and docs/networking.md.\n\
+            nftables table ip kist\n    Published ports (DNAT maps pub_any, pub_addr) and masquerade \
+            (set subnets), run through nft(8) from the nftables package.\n\
+            $KIST_DEFAULT_NETWORK\n    The network used when --network is not given (default bridge).\n\
             kist-restore.service\n    The systemd unit that runs ctr-spawn --restore at boot.\n\
             $KIST_BOOT_ID_FILE\n    If set, the file the boot id is read from instead of \
             /proc/sys/kernel/random/boot_id.",
@@ -166,8 +172,11 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
                ctr-spawn --image busybox --rm -it --name shell sh\n\
                ctr-spawn --image busybox --rm -v /srv/data:/data:ro --memory 64m -- ls /data\n\
                ctr-spawn --image busybox -d --name web --restart on-failure:5 --log-opt max-size=1m,max-file=3 -- httpd -f\n\
-               ctr-spawn --image busybox --create --name job -- date && ctr-spawn --start job -a",
-    see_also: "img-unpack(1), ctr-list(1), ctr-kill(1), ctr-logs(1), ctr-exec(1), kist-state(5), kist-records(5), runc(8)",
+               ctr-spawn --image busybox --create --name job -- date && ctr-spawn --start job -a\n\
+               ctr-spawn --image busybox -d --name web -p 127.0.0.1:8080:80 -p 5353:53/udp -- httpd -f -p 80\n\
+               ctr-spawn --image busybox -d -P --network appnet --network-alias api -- httpd -f -p 80\n\
+               ctr-spawn --image busybox --rm --network container:web -- wget -qO- http://127.0.0.1/",
+    see_also: "img-unpack(1), ctr-list(1), ctr-kill(1), ctr-logs(1), ctr-exec(1), ctr-net(1), nft(8), kist-state(5), kist-records(5), runc(8)",
 };
 
 /// Maps a clap error to Docker's convention: usage errors exit 125, as
