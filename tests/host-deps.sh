@@ -5,7 +5,7 @@
 # everything is already there.
 set -eu
 
-PACKAGES="docker-registry skopeo umoci busybox-static runc crun jq apache2-utils openssl iproute2 util-linux mount procps zstd debootstrap python3 dash shellcheck man-db groff-base bsdutils make"
+PACKAGES="docker-registry skopeo umoci busybox-static runc crun jq apache2-utils openssl iproute2 util-linux mount procps zstd debootstrap python3 dash shellcheck man-db groff-base bsdutils make nftables"
 [ "$#" -gt 0 ] && PACKAGES="$PACKAGES $*"
 
 missing=""
