@@ -253,6 +253,12 @@ fn always_comes_back_after_a_kill_and_stop_ends_it() {
     assert_eq!(s.restart_count, 1, "restarted after a stop");
     assert!(s.pid.is_none());
     assert!(cgroup_dirs(&id).is_empty(), "cgroup left: {:?}", cgroup_dirs(&id));
+
+    // A start by the user counts restarts anew, as docker start does.
+    run(env.cmd("ctr-spawn").args(["--start", "phoenix"])).assert_ok();
+    let s = env.state(&id).unwrap();
+    assert_eq!((s.status, s.restart_count), (Status::Running, 0), "{s:?}");
+    env.kill(&["--stop", "-t", "1", "phoenix"]).assert_ok();
 }
 
 #[test]

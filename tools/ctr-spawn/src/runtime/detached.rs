@@ -47,8 +47,10 @@ pub fn start(root: &StateRoot, query: &str, attach: bool, interactive: bool) -> 
         let seen = lifecycle::observe(s, &host);
         let ok = matches!(seen.status, Status::Created | Status::Exited);
         if ok {
-            // A start undoes the user's stop.
+            // A start undoes the user's stop, and (as Docker's does) begins
+            // the restart count anew: `on-failure:N` counts from here.
             s.stopped_by_user = false;
+            s.restart_count = 0;
         }
         (ok, seen.status)
     })?;
