@@ -191,6 +191,21 @@ fn bind(addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(OwnedFd, u16), PortE
         sa.sin_port = port.to_be();
         sa.sin_addr.s_addr = u32::from(addr).to_be();
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // As Go's listeners (docker-proxy) do: connections of an earlier
+        // server in TIME_WAIT must not keep the port from being published
+        // again. A listening socket still holds it exclusively on Linux.
+        let one: libc::c_int = 1;
+        if proto == Proto::Tcp
+            && libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) != 0
+        {
+            return Err(err(std::io::Error::last_os_error()));
+        }
         if libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_in).cast(), len) != 0 {
             return Err(err(std::io::Error::last_os_error()));
         }
@@ -252,6 +267,24 @@ pub fn reserve(specs: &[PortSpec]) -> Result<Vec<Reservation>, PortError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_in_time_wait_is_published_again_but_a_listened_one_is_not() {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (server, _) = l.accept().unwrap();
+        // The server side closes first: its end of the connection, on `port`, waits in TIME_WAIT.
+        drop(server);
+        let _ = client.read(&mut [0u8; 1]);
+        drop(client);
+        drop(l);
+        let (held, got) = bind(Ipv4Addr::LOCALHOST, port, Proto::Tcp).unwrap();
+        assert_eq!(got, port);
+        assert!(matches!(bind(Ipv4Addr::LOCALHOST, port, Proto::Tcp), Err(PortError::InUse { .. })));
+        drop(held);
+    }
 
     #[test]
     fn docker_syntax() {
