@@ -54,7 +54,7 @@ impl Env {
 
     fn spawn(&self, args: &[&str]) -> Output {
         let out = run_with_stdin(self.cmd("ctr-spawn").args(args), self.img.record.as_bytes());
-        let detached = args.iter().any(|a| *a == "-d");
+        let detached = args.contains(&"-d");
         if let Some(id) =
             detached.then(|| out.records()).and_then(|r| r.first()?["id"].as_str().map(String::from))
         {
@@ -515,5 +515,28 @@ fn container_network_mode_shares_the_namespace() {
     out.assert_ok();
     assert_eq!(out.stdout_str().trim(), "shared");
     let _ = web;
+    env.assert_clean();
+}
+
+#[test]
+fn stats_count_the_bridge_interface() {
+    let env = Env::new();
+    let rec = env.detach(&["--", "sleep", "300"]);
+    let id = rec["id"].as_str().unwrap();
+    let addr = env.state(id)["networks"]["bridge"].as_str().unwrap().to_string();
+    // Traffic to the container over the bridge shows in its eth0 counters.
+    let to: Ipv4Addr = addr.parse().unwrap();
+    env.ns.run(move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        for _ in 0..5 {
+            s.send_to(&[0u8; 200], (to, 9)).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let out = run(env.cmd("ctr-stats").args(["--no-stream", id]));
+    out.assert_ok();
+    let r = out.records().remove(0);
+    assert!(r["networks"]["eth0"]["rxBytes"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["netRx"].as_u64().unwrap() > 0, "{r}");
     env.assert_clean();
 }
