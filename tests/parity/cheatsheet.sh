@@ -87,7 +87,7 @@ play() {
     local side=$1 d=$2 dir
     dir=$WORK/$side
     mkdir -p "$dir/data" "$dir/data2" "$dir/cwd"
-    echo "served from DIR ($side)" > "$dir/data/index.html"
+    echo "served from DIR" > "$dir/data/index.html"
     : > "$WORK/$side.obs"
     cd "$dir/cwd" || return 1
     echo "parity: playing the cheat sheet with $side" >&2
@@ -101,7 +101,7 @@ play() {
         "$IMG" httpd -f -p 80 -h /home 2>"$dir/run.err")
     rc=$?
     obs "$side" "run -d: exit" $rc
-    [ $rc -eq 0 ] || obs "$side" "run -d: stderr" "$(head -2 "$dir/run.err")"
+    obs "$side" "run -d: stderr" "$(head -2 "$dir/run.err")"
     obs "$side" "run -d: id length" "${#id}"
     obs "$side" "GET :18081 (published port)" "$(http_get 18081)"
     obs "$side" "GET inside the container" "$($d exec web wget -q -O- http://127.0.0.1/index.html 2>&1)"
@@ -114,7 +114,9 @@ play() {
     obs "$side" "ps -a: names state" "$($d ps -a --format '{{.Names}} {{.State}}')"
     obs "$side" "ps -a: command" "$($d ps -a --format '{{.Command}}')"
     obs "$side" "ps -a: status word" "$($d ps -a --format '{{.Status}}' | cut -d' ' -f1)"
-    obs "$side" "ps: ports" "$($d ps --format '{{.Ports}}')"
+    ports=$($d ps --format '{{.Ports}}')
+    obs "$side" "ps: ports (IPv4)" "$(printf '%s' "$ports" | tr ',' '\n' | sed 's/^ *//' | grep -v '^\[' | paste -sd,)"
+    obs "$side" "ps: ports (all)" "$ports"
     obs "$side" "stop web: output" "$($d stop web)"
     obs "$side" "after stop: state" "$($d ps -a --format '{{.State}} {{.Status}}' | sed 's/) .* ago$/)/')"
     obs "$side" "start web: output" "$($d start web)"
@@ -151,18 +153,23 @@ play() {
 }
 
 play docker "$DOCKER"
+DOCKER_VERSION=$($DOCKER version --format '{{.Server.Version}}' 2>/dev/null)
+# dockerd goes before kist plays: the same host port is published by both.
+stop_dockerd
 play kist "$KIST"
 
 # --- side by side -------------------------------------------------------------
 # Observations whose value is informational (the texts differ by design).
-informational='^(pull: last line|rmi: first word|logs web: bytes)$'
+informational='^(pull: last line|rmi: first word|logs web: bytes|run -d: stderr|ps: ports \(all\))$'
 differ=0
 {
-    echo "## make parity: the cheat sheet with docker $($DOCKER version --format '{{.Server.Version}}' 2>/dev/null) and kist"
+    echo "## make parity: the cheat sheet with docker $DOCKER_VERSION and kist"
     echo
     echo "| observation | docker | kist | |"
     echo "|---|---|---|---|"
-    paste "$WORK/docker.obs" "$WORK/kist.obs" | while IFS=$'\t' read -r k dv _k kv; do
+    # Joined by observation, in the order docker's side made them.
+    awk -F'\t' 'NR == FNR { k[$1] = $2; next } { print $1 "\t" $2 "\t" (($1 in k) ? k[$1] : "(none)") }' \
+        "$WORK/kist.obs" "$WORK/docker.obs" | while IFS=$'\t' read -r k dv kv; do
         if [ "$dv" = "$kv" ]; then mark=same
         elif printf '%s' "$k" | grep -Eq "$informational"; then mark="differs (informational)"
         else mark="**DIFFERS**"; fi
