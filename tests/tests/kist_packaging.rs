@@ -39,7 +39,7 @@ fn render(page: &Path) -> (String, String) {
         .args(["--warnings", "-E", "UTF-8", "-l"])
         .arg(page)
         .env("MANWIDTH", "80")
-        .env("MAN_KEEP_FORMATTING", "0")
+        .env_remove("MAN_KEEP_FORMATTING")
         .env("LC_ALL", "C.UTF-8"));
     assert!(out.status.success(), "man -l {} failed: {}", page.display(), out.stderr_str());
     (out.stdout_str(), out.stderr_str())
@@ -79,7 +79,11 @@ fn make_install_stages_everything_and_every_page_renders() {
             let page = e.unwrap().path();
             let (text, warnings) = render(&page);
             assert!(warnings.trim().is_empty(), "{}: {warnings}", page.display());
-            assert!(text.contains("NAME") && text.len() > 200, "{} renders empty", page.display());
+            assert!(
+                text.contains("NAME") && text.len() > 200,
+                "{} renders empty: {text:?} {warnings:?}",
+                page.display()
+            );
         }
     }
     for t in &tools {
@@ -88,11 +92,17 @@ fn make_install_stages_everything_and_every_page_renders() {
         help.assert_ok();
         let (page, _) = render(&usr.join("share/man/man1").join(format!("{t}.1")));
         let page = page.replace(['\u{2010}', '\u{2212}'], "-");
+        // The options clap lists: lines that start with a flag (`-a, --all`, `--root <DIR>`).
         let mut longs: Vec<String> = help
             .stdout_str()
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-            .filter(|w| w.starts_with("--") && w.len() > 2 && w.as_bytes()[2].is_ascii_alphabetic())
-            .map(|w| w.to_string())
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with('-'))
+            .filter_map(|l| {
+                l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .find(|w| w.starts_with("--") && w.len() > 2)
+                    .map(str::to_string)
+            })
             .collect();
         longs.sort();
         longs.dedup();
