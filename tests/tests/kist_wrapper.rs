@@ -170,6 +170,14 @@ fn run_pulls_a_missing_image_and_passes_the_status_through() {
     );
     out.assert_ok();
     assert_eq!(out.stdout_str(), "vol\nin\n");
+    // run -it under a pty (script(1) gives one): a terminal inside, the status out.
+    let line = format!("dash {} run --rm -it {img} sh -c 'tty; exit 5'", kist_script().display());
+    let mut c = Command::new("script");
+    c.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    c.env("KIST_ROOT", root.path()).env("KIST_BIN_DIR", bin_dir()).env("KIST_DEFAULT_NETWORK", "none");
+    let out = run(&mut c);
+    assert_eq!(out.code(), 5, "{}{}", out.stdout_str(), out.stderr_str());
+    assert!(out.stdout_str().contains("/dev/pts/"), "{}", out.stdout_str());
     // --name "x" and --name=x, create then start -a.
     let out = run(&mut kist(&root, &["create", "--name=job", &img, "sh", "-c", "echo job ran; exit 4"]));
     out.assert_ok();
