@@ -104,7 +104,7 @@ uninstall-kist:
 # namespace) and with kist, side by side. Not part of `make test`.
 parity: deps
 	$(CARGO) build --workspace --bins
-	KIST_BIN_DIR=$(or $(BINS),$(CURDIR)/$(DEBUG)) sh tests/parity/cheatsheet.sh
+	KIST_BIN_DIR=$(or $(BINS),$(CURDIR)/$(DEBUG)) bash tests/parity/cheatsheet.sh
 
 uninstall: $(addprefix uninstall-,$(TOOLS)) uninstall-kist
 	rm -f $(DESTDIR)$(UNITDIR)/kist-restore.service
