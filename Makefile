@@ -103,7 +103,7 @@ uninstall-kist:
 # The cheat sheet played with docker (a private dockerd in its own network
 # namespace) and with kist, side by side. Not part of `make test`.
 parity: deps
-	$(CARGO) build --workspace --bins
+	$(if $(BINS),,$(CARGO) build --workspace --bins)
 	KIST_BIN_DIR=$(or $(BINS),$(CURDIR)/$(DEBUG)) bash tests/parity/cheatsheet.sh
 
 uninstall: $(addprefix uninstall-,$(TOOLS)) uninstall-kist
