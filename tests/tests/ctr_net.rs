@@ -286,6 +286,10 @@ fn publish_all_picks_free_ports_for_the_exposed_ones() {
     let mut config = kist_tests::spawn::busybox_config();
     config["ExposedPorts"] = json!(["80/tcp"]);
     let env = Env::with_config(config);
+    // kist's table removed behind its back (after a first start recorded
+    // it as applied): the next start puts the whole ruleset back.
+    env.spawn(&["--rm", "-p", "18099:80", "--", "true"]).assert_ok();
+    run(env.ns.command("nft").args(["delete", "table", "ip", "kist"])).assert_ok();
     let rec = env.detach(&["-P", "--", "sh", "-c", WEB]);
     let ports = rec["ports"].as_array().unwrap();
     assert_eq!(ports.len(), 1, "{rec}");

@@ -205,10 +205,75 @@ pub fn load(root: &StateRoot, name: &str) -> Result<Network, NetError> {
     serde_json::from_slice(&bytes).map_err(|source| NetError::Parse { path, source })
 }
 
+/// Replaces the network file atomically, without fsync: its leases mean
+/// nothing after a power loss (their owners are gone and the next attach
+/// collects them), and the fsyncs would dominate a container's start.
 fn save(root: &StateRoot, net: &Network) -> Result<(), NetError> {
     std::fs::create_dir_all(root.networks_dir())
         .map_err(|source| FsError::Write { path: root.networks_dir(), source })?;
-    Ok(crate::fsutil::atomic_write_json(&network_path(root, &net.name), net)?)
+    let path = network_path(root, &net.name);
+    let mut bytes = serde_json::to_vec_pretty(net)
+        .map_err(|e| FsError::Write { path: path.clone(), source: std::io::Error::other(e) })?;
+    bytes.push(b'\n');
+    Ok(crate::fsutil::atomic_write_nosync(&path, &bytes)?)
+}
+
+/// `networks/.nft-applied`: which network namespace (inode), boot and
+/// ruleset version kist's base rules were last applied for, and the
+/// subnets added since. When it matches, an attach adds only its elements
+/// (one short nft run, or none without published ports); when the table
+/// was removed behind kist's back, the element run fails and the whole
+/// ruleset is applied again.
+fn applied_path(root: &StateRoot) -> PathBuf {
+    root.networks_dir().join(".nft-applied")
+}
+
+fn netns_key() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    format!("{ino} {} {}", crate::container::boot_id(), nft::VERSION)
+}
+
+/// The subnets recorded as applied for this namespace, if the base rules are.
+fn applied(root: &StateRoot) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(applied_path(root)).ok()?;
+    let mut lines = text.lines();
+    (lines.next()? == netns_key()).then(|| lines.map(String::from).collect())
+}
+
+fn record_applied(root: &StateRoot, subnets: &[String]) {
+    let mut text = netns_key();
+    for s in subnets {
+        text.push('\n');
+        text.push_str(s);
+    }
+    let _ = crate::fsutil::atomic_write_nosync(&applied_path(root), text.as_bytes());
+}
+
+/// Applies this attachment's firewall elements, and the base rules when
+/// they are not known to be in place.
+fn apply_rules(root: &StateRoot, subnet: &Subnet, elements: &str) -> Result<(), NetError> {
+    let sub = subnet.to_string();
+    if let Some(mut known) = applied(root) {
+        let mut script = String::new();
+        if !known.contains(&sub) {
+            script.push_str(&nft::add_subnet(subnet));
+        }
+        script.push_str(elements);
+        if script.is_empty() || nft::apply(&script).is_ok() {
+            if !known.contains(&sub) {
+                known.push(sub);
+                record_applied(root, &known);
+            }
+            return Ok(());
+        }
+    }
+    let mut script = nft::base();
+    script.push_str(&nft::add_subnet(subnet));
+    script.push_str(elements);
+    nft::apply(&script)?;
+    record_applied(root, &[sub]);
+    Ok(())
 }
 
 /// Every network file, by name.
@@ -314,6 +379,10 @@ pub fn remove(root: &StateRoot, name: &str) -> Result<Network, NetError> {
         return Err(NetError::InUse { name: name.to_string(), containers });
     }
     teardown_bridge(&net);
+    if let Some(mut known) = applied(root) {
+        known.retain(|s| *s != net.subnet.to_string());
+        record_applied(root, &known);
+    }
     let path = network_path(root, name);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -332,8 +401,7 @@ fn teardown_bridge(net: &Network) {
     }
 }
 
-/// True if kist's table exists (checked without running nft, through the
-/// kernel's view being unavailable: we keep it simple and ask nft).
+/// True if kist's table exists.
 fn nft_present() -> bool {
     std::process::Command::new("nft")
         .args(["list", "table", "ip", nft::TABLE])
@@ -590,13 +658,8 @@ pub fn attach(
             Ok(())
         })
         .map_err(NetError::Netns)??;
-        let mut script = nft::base();
-        script.push_str(&nft::add_subnet(&net.subnet));
-        for r in &reservations {
-            script.push_str(&nft::add_port(&r.binding, address));
-        }
-        nft::apply(&script)?;
-        Ok(())
+        let elements: String = reservations.iter().map(|r| nft::add_port(&r.binding, address)).collect();
+        apply_rules(root, &net.subnet, &elements)
     })();
     if let Err(e) = configured {
         undo_veth(&mut nl);

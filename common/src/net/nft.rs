@@ -34,6 +34,8 @@ pub enum NftError {
 }
 
 pub const TABLE: &str = "kist";
+/// Bumped whenever [`base`] changes, so that existing tables get the new rules.
+pub const VERSION: u32 = 1;
 
 /// The table, its maps, set and chains, with their rules rewritten.
 pub fn base() -> String {
