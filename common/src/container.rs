@@ -254,6 +254,8 @@ impl ContainerState {
             names: vec![self.name.clone()],
             status: String::new(),
             ports: self.ports.clone(),
+            networks: self.networks.keys().cloned().collect(),
+            mounts: self.volumes.clone(),
             restart_count: self.restart_count,
             note: None,
             removed: false,

@@ -178,6 +178,12 @@ pub struct ContainerRecord {
     /// Published ports, `docker ps`' PORTS: `0.0.0.0:8081->80/tcp`.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// The networks the container is attached to (`docker ps`' Networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Its named volumes (`docker ps`' Mounts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
     #[serde(default)]
     pub restart_count: u32,
     /// Why `state` differs from what state.json records (a dead owner, a

@@ -202,6 +202,10 @@ fn cheat_sheet_replayed_with_kist() {
     assert!(reply.ends_with("\r\n\r\nserved from the host's DIR\n"), "{reply}");
     assert_eq!(fetch_inside(&s, "web", "http://127.0.0.1/index.html"), "served from the host's DIR\n");
     assert_eq!(s.ok(&["port", "web"]).trim(), "0.0.0.0:18081->80/tcp");
+    assert!(
+        !s.ok(&["ps", "--format", "{{.Networks}}"]).trim().is_empty(),
+        "a bridge container names its network"
+    );
     // Writing under /home fails (read-only); under /home2 it shows on the host.
     let out = s.kist(&["exec", "web", "sh", "-c", "echo x > /home/new"]);
     assert_ne!(out.code(), 0, "write to a :ro volume succeeded");

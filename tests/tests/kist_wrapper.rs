@@ -195,8 +195,10 @@ fn run_pulls_a_missing_image_and_passes_the_status_through() {
 fn ps_images_and_stats_take_docker_templates() {
     let (root, _reg, img) = with_image();
     run(&mut kist(&root, &["pull", "-q", &img])).assert_ok();
-    let out =
-        run(&mut kist(&root, &["run", "-d", "--name", "tpl", "-l", "tier=front", &img, "sleep", "1000"]));
+    let out = run(&mut kist(
+        &root,
+        &["run", "-d", "--name", "tpl", "-l", "tier=front", "-v", "tplvol:/data", &img, "sleep", "1000"],
+    ));
     out.assert_ok();
     let id = out.stdout_str().trim().to_string();
 
@@ -228,6 +230,7 @@ fn ps_images_and_stats_take_docker_templates() {
         assert!(v.get(k).is_some(), "{{{{json .}}}} lacks {k}: {v}");
     }
     assert_eq!(v["Labels"], "tier=front");
+    assert_eq!(v["Mounts"], "tplvol");
     assert!(v["CreatedAt"].as_str().unwrap().ends_with(" +0000 UTC"), "{v}");
     assert_eq!(run(&mut kist(&root, &["ps", "-q"])).stdout_str(), format!("{}\n", &id[..12]));
 

@@ -317,8 +317,15 @@ pub fn template_row(rec: &ContainerRecord, trunc: bool, now: f64) -> Row {
             ("Names", names),
             ("Labels", labels.join(",")),
             ("Size", "0B".to_string()),
-            ("Mounts", String::new()),
-            ("Networks", String::new()),
+            (
+                "Mounts",
+                rec.mounts
+                    .iter()
+                    .map(|m| if trunc { ellipsis(m, 15) } else { m.clone() })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("Networks", rec.networks.join(",")),
             ("LocalVolumes", "0".to_string()),
         ],
         labels: rec.labels.clone(),
