@@ -157,6 +157,12 @@ fn run_pulls_a_missing_image_and_passes_the_status_through() {
     out.assert_ok();
     assert_eq!(out.stdout_str(), "12\n");
     assert!(!out.stderr_str().contains("Unable to find image"), "{}", out.stderr_str());
+    // By image ID (docker images -q), as docker run takes it.
+    let short = run(&mut kist(&root, &["images", "-q"])).stdout_str().trim().to_string();
+    assert_eq!(short.len(), 12, "{short}");
+    let out = run(&mut kist(&root, &["run", "--rm", "--pull=never", &short, "echo", "by id"]));
+    out.assert_ok();
+    assert_eq!(out.stdout_str(), "by id\n");
     // --pull=always fetches again (and still runs); 126/127 as Docker's.
     let out = run(&mut kist(&root, &["run", "--rm", "--pull=always", "-q", &img, "nosuchcommand"]));
     assert_eq!(out.code(), 127, "{}", out.stderr_str());
