@@ -38,6 +38,10 @@ pub enum ExtractError {
     Tar(#[source] std::io::Error),
 }
 
+/// Files smaller than this are left to the final flush: starting their
+/// writeback one by one costs a syscall each and buys little.
+const WRITEBACK_MIN: u64 = 64 << 10;
+
 /// How `.wh.` entries are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Whiteouts {
@@ -106,6 +110,9 @@ pub struct Extractor {
     cache: Option<(CleanPath, OwnedFd)>,
     buf: Vec<u8>,
     is_root: bool,
+    /// Start writing file data to disk as soon as a file is complete, so
+    /// that the flush before the snapshot is published finds little left.
+    writeback: bool,
 }
 
 impl Extractor {
@@ -119,7 +126,14 @@ impl Extractor {
             cache: None,
             buf: vec![0u8; 1 << 20],
             is_root: nix::unistd::geteuid().is_root(),
+            writeback: false,
         })
+    }
+
+    /// Asks for early writeback of every regular file written (see
+    /// `writeback`); durability itself still comes from the caller's flush.
+    pub fn set_writeback(&mut self, on: bool) {
+        self.writeback = on;
     }
 
     pub fn pending(&self) -> &[PendingLink] {
@@ -257,14 +271,22 @@ impl Extractor {
                 )
                 .map_err(io(&path, "create file"))?;
                 let mut file = File::from(fd);
+                let mut written = 0u64;
                 loop {
                     let n = entry.read(&mut self.buf).map_err(ExtractError::Tar)?;
                     if n == 0 {
                         break;
                     }
                     file.write_all(&self.buf[..n]).map_err(io(&path, "write file"))?;
+                    written += n as u64;
                 }
                 let fd = OwnedFd::from(file);
+                if self.writeback && written >= WRITEBACK_MIN {
+                    // SAFETY: live descriptor; this only starts writeback of
+                    // pages already written, and its failure is harmless:
+                    // the snapshot's flush still decides durability.
+                    unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+                }
                 self.set_meta_fd(&path, &fd, &meta)?;
                 // SAFETY: `ts` holds two valid timespecs.
                 let ts = [meta.mtime, meta.mtime];

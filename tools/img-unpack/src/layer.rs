@@ -146,11 +146,24 @@ fn decoded(src: &LayerSource) -> Result<Box<dyn Read + Send>, LayerError> {
 /// Unpacks a layer into `dest`, which exists. Returns the extractor (for
 /// pending copy-ups and the final directory times) and the uncompressed size.
 /// The uncompressed digest has been checked when this returns `Ok`.
-pub fn unpack(src: &LayerSource, dest: &Path, mode: Whiteouts) -> Result<(Extractor, u64), LayerError> {
+///
+/// `durable`: the caller flushes `dest` to disk before using it, so file
+/// data starts its way to disk as soon as each file is written.
+pub fn unpack(
+    src: &LayerSource,
+    dest: &Path,
+    mode: Whiteouts,
+    durable: bool,
+) -> Result<(Extractor, u64), LayerError> {
     let ext_err = |source| LayerError::Extract { digest: src.digest.clone(), source };
-    let stream = decoded(src)?;
     let mut ex = Extractor::new(dest, mode)
         .map_err(|e| ext_err(ExtractError::Io { path: dest.display().to_string(), op: "open", source: e }))?;
+    ex.set_writeback(durable);
+    // Decompression, the hot loop, gets a core of its own; hashing and
+    // the file system work stay here, which splits a layer's CPU time
+    // about evenly between the two threads.
+    let stream = crate::pipe::spawn(decoded(src)?)
+        .map_err(|source| LayerError::Decode { digest: src.digest.clone(), source })?;
     // Hash below a big buffer: the tar reader asks for 512-byte headers,
     // the hasher should see megabytes at a time.
     let hashing = HashingReader::new(stream);

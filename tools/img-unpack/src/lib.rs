@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod extract;
 pub mod layer;
+pub mod pipe;
 pub mod resolve;
 pub mod snapshot;
 
@@ -487,7 +488,7 @@ fn flatten(root: &StateRoot, image: &ImageJob, dir: &Path, bundle: bool) -> Resu
     std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|source| Error::Create { path: rootfs.clone(), source })?;
     for l in &image.layers {
-        let (mut ex, _) = layer::unpack(&l.source, &rootfs, Whiteouts::Apply)?;
+        let (mut ex, _) = layer::unpack(&l.source, &rootfs, Whiteouts::Apply, false)?;
         ex.finish().map_err(|source| LayerError::Extract { digest: l.source.digest.clone(), source })?;
     }
     if bundle {
