@@ -70,6 +70,11 @@ echo "net bench: kist ($N starts, one warm-up)" >&2
 for i in $(seq "$N"); do
     timed kist "$BIN/ctr-spawn" --root "$root" -d --network bridge -p "127.0.0.1:$((20000 + i)):80" -- sleep 1000 < "$tmp/record.json"
 done
+# The same start without networking, to tell the network's share from the
+# rest of a detached start.
+for i in $(seq "$N"); do
+    timed kist-none "$BIN/ctr-spawn" --root "$root" -d --network none -- sleep 1000 < "$tmp/record.json"
+done
 # It works: the published port answers (a listener in one container is
 # enough to show the path; the timing runs only start `sleep`).
 "$BIN/ctr-spawn" --root "$root" -d --network bridge -p 127.0.0.1:19998:80 -- sh -c 'echo ok > /i; exec httpd -f -p 80 -h /' < "$tmp/record.json" >/dev/null
@@ -104,6 +109,7 @@ fi
 
 med() { if [ -s "$OUT/net-$1.ms" ]; then median_of < "$OUT/net-$1.ms"; else echo n/a; fi; }
 k=$(med kist)
+kn=$(med kist-none)
 d=$(med docker)
 p=$(med podman)
 fmt() { [ "$1" = n/a ] && echo n/a || ms "$1"; }
@@ -123,6 +129,7 @@ Published port check (kist): $check.
 | start | median | kist / peer |
 |---|---|---|
 | \`ctr-spawn -d -p\` | $(fmt "$k") | 1 |
+| \`ctr-spawn -d --network none\` (no networking, for reference) | $(fmt "$kn") | $(ratio "$k" "$kn") |
 | \`docker run -d -p\` | $(fmt "$d") | $(ratio "$k" "$d") |
 | \`podman run -d -p\` | $(fmt "$p") | $(ratio "$k" "$p") |
 
