@@ -275,9 +275,21 @@ fn cheat_sheet_replayed_with_kist() {
     logs.assert_ok();
     assert_eq!(logs.stdout, run(s.root.cmd("ctr-logs").arg("web")).stdout);
 
-    // A second container, so that $(kist ps -a -q) names more than one.
-    let out = s.kist(&["run", "-d", "--name", "idle", &img, "sleep", "1000"]);
+    // A second container, so that $(kist ps -a -q) names more than one;
+    // it prints, so that kist logs has something to show.
+    let out =
+        s.kist(&["run", "-d", "--name", "idle", &img, "sh", "-c", "echo hello from idle; exec sleep 1000"]);
     out.assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = s.kist(&["logs", "idle"]);
+        logs.assert_ok();
+        if logs.stdout_str() == "hello from idle\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "kist logs idle: {:?}", logs.stdout_str());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = s.shell("kist stop $(kist ps -a -q) && kist rm $(kist ps -a -q)");
     out.assert_ok();
     assert_eq!(out.stdout_str().lines().count(), 4, "two stopped, two removed: {}", out.stdout_str());
