@@ -252,16 +252,20 @@ fn record_applied(root: &StateRoot, subnets: &[String]) {
 
 /// Applies this attachment's firewall elements, and the base rules when
 /// they are not known to be in place.
-fn apply_rules(root: &StateRoot, subnet: &Subnet, elements: &str) -> Result<(), NetError> {
+fn apply_rules(
+    root: &StateRoot,
+    subnet: &Subnet,
+    elements: &str,
+    ports: &[(PortBinding, Option<Ipv4Addr>)],
+) -> Result<(), NetError> {
     let sub = subnet.to_string();
     if let Some(mut known) = applied(root) {
-        let mut script = String::new();
-        if !known.contains(&sub) {
-            script.push_str(&nft::add_subnet(subnet));
-        }
-        script.push_str(elements);
-        if script.is_empty() || nft::apply(&script).is_ok() {
-            if !known.contains(&sub) {
+        let fresh = !known.contains(&sub);
+        // The port elements over netlink (no nft run); a new subnet through nft.
+        let ok = (!fresh || nft::apply(&nft::add_subnet(subnet)).is_ok())
+            && nft::port_elements(ports, false).is_ok();
+        if ok {
+            if fresh {
                 known.push(sub);
                 record_applied(root, &known);
             }
@@ -456,8 +460,13 @@ fn process_start(host: &crate::lifecycle::Host, pid: i32) -> Option<f64> {
 /// Releases what `lease` holds (nft elements, the veth); the caller
 /// removes it from the network and saves.
 fn release_lease(lease: &Lease, nl: Option<&mut netlink::Socket>) {
-    let deletes: Vec<String> = lease.ports.iter().map(nft::delete_port).collect();
-    nft::delete_each(&deletes);
+    let bindings: Vec<_> = lease.ports.iter().map(|b| (*b, None)).collect();
+    if nft::port_elements(&bindings, true).is_err() {
+        // Some element already gone: one nft run per element, so that the
+        // others still go.
+        let deletes: Vec<String> = lease.ports.iter().map(nft::delete_port).collect();
+        nft::delete_each(&deletes);
+    }
     if let Some(nl) = nl {
         let _ = nl.del_link(&lease.veth);
     }
@@ -659,7 +668,8 @@ pub fn attach(
         })
         .map_err(NetError::Netns)??;
         let elements: String = reservations.iter().map(|r| nft::add_port(&r.binding, address)).collect();
-        apply_rules(root, &net.subnet, &elements)
+        let ports: Vec<_> = reservations.iter().map(|r| (r.binding, Some(address))).collect();
+        apply_rules(root, &net.subnet, &elements, &ports)
     })();
     if let Err(e) = configured {
         undo_veth(&mut nl);

@@ -116,10 +116,17 @@ pub struct Socket {
 
 impl Socket {
     pub fn open() -> Result<Socket, NetlinkError> {
+        Socket::open_proto(libc::NETLINK_ROUTE)
+    }
+
+    /// A NETLINK_NETFILTER socket, for [`Socket::nft_elements`].
+    pub fn open_netfilter() -> Result<Socket, NetlinkError> {
+        Socket::open_proto(libc::NETLINK_NETFILTER)
+    }
+
+    fn open_proto(proto: libc::c_int) -> Result<Socket, NetlinkError> {
         // SAFETY: a plain socket call.
-        let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
-        };
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
         if fd < 0 {
             return Err(NetlinkError::Socket(std::io::Error::last_os_error()));
         }
@@ -129,11 +136,25 @@ impl Socket {
     }
 
     /// Sends one request and waits for its acknowledgement.
-    fn request(&mut self, mut m: Msg, what: &str) -> Result<(), NetlinkError> {
-        self.seq = self.seq.wrapping_add(1);
-        let len = m.buf.len() as u32;
-        m.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        m.buf[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+    fn request(&mut self, m: Msg, what: &str) -> Result<(), NetlinkError> {
+        self.send(vec![m], 0, what)
+    }
+
+    /// Sends `msgs` in one datagram (a batch) and waits for the
+    /// acknowledgement of message `acked`; an error answer to any fails.
+    fn send(&mut self, msgs: Vec<Msg>, acked: usize, what: &str) -> Result<(), NetlinkError> {
+        let first = self.seq.wrapping_add(1);
+        let mut all = Vec::new();
+        for mut m in msgs {
+            self.seq = self.seq.wrapping_add(1);
+            let len = m.buf.len() as u32;
+            m.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+            m.buf[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+            all.extend_from_slice(&m.buf);
+        }
+        let m = Msg { buf: all };
+        let want = first.wrapping_add(acked as u32);
+        let last = self.seq;
         let err = |source| NetlinkError::Request { what: what.to_string(), source };
         // SAFETY: sending a buffer we own, of its length, to the kernel (a
         // zeroed sockaddr_nl with the family set addresses the kernel).
@@ -172,15 +193,17 @@ impl Socket {
                 if mlen < NLMSG_HDRLEN {
                     break;
                 }
-                if seq == self.seq && kind == libc::NLMSG_ERROR as u16 && off + NLMSG_HDRLEN + 4 <= n {
+                let ours = seq.wrapping_sub(first) <= last.wrapping_sub(first);
+                if ours && kind == libc::NLMSG_ERROR as u16 && off + NLMSG_HDRLEN + 4 <= n {
                     let code = i32::from_ne_bytes(
                         buf[off + NLMSG_HDRLEN..off + NLMSG_HDRLEN + 4].try_into().unwrap_or_default(),
                     );
-                    return if code == 0 {
-                        Ok(())
-                    } else {
-                        Err(err(std::io::Error::from_raw_os_error(-code)))
-                    };
+                    if code != 0 {
+                        return Err(err(std::io::Error::from_raw_os_error(-code)));
+                    }
+                    if seq == want {
+                        return Ok(());
+                    }
                 }
                 off += (mlen + 3) & !3;
             }
@@ -267,6 +290,75 @@ impl Socket {
         m.attr(RTA_GATEWAY, &gateway.octets());
         m.attr(RTA_OIF, &(index as u32).to_ne_bytes());
         self.request(m, &format!("add default route via {gateway}"))
+    }
+}
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+
+/// One element of an nftables map: key and (for an add) data, encoded as
+/// the kernel stores concatenations (each field in network byte order,
+/// padded to 4 bytes).
+pub struct SetElem {
+    pub key: Vec<u8>,
+    pub data: Option<Vec<u8>>,
+}
+
+fn nfgen(kind: u16, flags: u16, family: u8, res_id: u16) -> Msg {
+    let mut m = Msg::new(kind, flags);
+    m.buf.push(family);
+    m.buf.push(0); // NFNETLINK_V0
+    m.buf.extend_from_slice(&res_id.to_be_bytes());
+    m
+}
+
+impl Socket {
+    /// Adds (or with `delete`, removes) elements of map `set` in table
+    /// `ip TABLE` in one transaction: what `nft add element` does, without
+    /// running nft.
+    pub fn nft_elements(
+        &mut self,
+        table: &str,
+        set: &str,
+        elems: &[SetElem],
+        delete: bool,
+    ) -> Result<(), NetlinkError> {
+        let req = libc::NLM_F_REQUEST as u16;
+        let begin = nfgen(NFNL_MSG_BATCH_BEGIN, req, libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES);
+        let (op, flags) = if delete {
+            (NFT_MSG_DELSETELEM, req | libc::NLM_F_ACK as u16)
+        } else {
+            (NFT_MSG_NEWSETELEM, req | (libc::NLM_F_ACK | libc::NLM_F_CREATE) as u16)
+        };
+        let mut m = nfgen((NFNL_SUBSYS_NFTABLES << 8) | op, flags, libc::NFPROTO_IPV4 as u8, 0);
+        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let list = m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for e in elems {
+            let el = m.begin(NFTA_LIST_ELEM);
+            let k = m.begin(NFTA_SET_ELEM_KEY);
+            m.attr(NFTA_DATA_VALUE, &e.key);
+            m.end(k);
+            if let Some(d) = &e.data {
+                let dd = m.begin(NFTA_SET_ELEM_DATA);
+                m.attr(NFTA_DATA_VALUE, d);
+                m.end(dd);
+            }
+            m.end(el);
+        }
+        m.end(list);
+        let end = nfgen(NFNL_MSG_BATCH_END, req, libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES);
+        self.send(vec![begin, m, end], 1, &format!("nftables map {set}"))
     }
 }
 

@@ -88,6 +88,63 @@ pub fn delete_port(b: &PortBinding) -> String {
     format!("delete element ip {TABLE} {map} {{ {k} }}\n")
 }
 
+fn proto_num(p: super::ports::Proto) -> u8 {
+    match p {
+        super::ports::Proto::Tcp => libc::IPPROTO_TCP as u8,
+        super::ports::Proto::Udp => libc::IPPROTO_UDP as u8,
+    }
+}
+
+/// The map and encoded element publishing `b` (to `to`, for an add), as
+/// [`add_port`] and [`delete_port`] would write them, for
+/// netlink::Socket::nft_elements: concatenated fields in network order,
+/// each padded to 4 bytes.
+pub fn port_elem(b: &PortBinding, to: Option<std::net::Ipv4Addr>) -> (&'static str, super::netlink::SetElem) {
+    let pad = |v: &[u8]| {
+        let mut x = v.to_vec();
+        x.resize(4, 0);
+        x
+    };
+    let mut key = Vec::new();
+    let map = if b.host_ip.is_unspecified() {
+        "pub_any"
+    } else {
+        key.extend_from_slice(&b.host_ip.octets());
+        "pub_addr"
+    };
+    key.extend(pad(&[proto_num(b.proto)]));
+    key.extend(pad(&b.host_port.to_be_bytes()));
+    let data = to.map(|a| {
+        let mut d = a.octets().to_vec();
+        d.extend(pad(&b.container_port.to_be_bytes()));
+        d
+    });
+    (map, super::netlink::SetElem { key, data })
+}
+
+/// Adds or deletes port elements over netlink, one transaction per map.
+pub fn port_elements(
+    bindings: &[(PortBinding, Option<std::net::Ipv4Addr>)],
+    delete: bool,
+) -> Result<(), super::netlink::NetlinkError> {
+    if bindings.is_empty() {
+        return Ok(());
+    }
+    let mut sock = super::netlink::Socket::open_netfilter()?;
+    for map in ["pub_any", "pub_addr"] {
+        let elems: Vec<super::netlink::SetElem> = bindings
+            .iter()
+            .map(|(b, to)| port_elem(b, *to))
+            .filter(|(m, _)| *m == map)
+            .map(|(_, e)| e)
+            .collect();
+        if !elems.is_empty() {
+            sock.nft_elements(TABLE, map, &elems, delete)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs one transaction: all of `script` or nothing.
 pub fn apply(script: &str) -> Result<(), NftError> {
     let mut child = Command::new("nft")
