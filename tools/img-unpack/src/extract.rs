@@ -38,6 +38,18 @@ pub enum ExtractError {
     Tar(#[source] std::io::Error),
 }
 
+/// The process's umask, read once from /proc (setting it to read it
+/// back would race with the other layers' threads); `None` if unknown,
+/// and then every file gets its mode by fchmod.
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
 /// Files smaller than this are left to the final flush: starting their
 /// writeback one by one costs a syscall each and buys little.
 const WRITEBACK_MIN: u64 = 64 << 10;
@@ -231,7 +243,7 @@ impl Extractor {
             if kind == T::Directory {
                 let fd = resolve::open_in_root(self.root.as_fd(), &path, libc::O_RDONLY | libc::O_DIRECTORY)
                     .map_err(io(&path, "open"))?;
-                self.set_meta_fd(&path, &fd, &meta)?;
+                self.set_meta_fd(&path, &fd, &meta, false)?;
                 self.dir_times.push((path, meta.mtime));
             }
             return Ok(());
@@ -247,29 +259,59 @@ impl Extractor {
         self.pending.retain(|p| !p.path.starts_with(&path));
         match kind {
             T::Directory => {
-                let exists = self.make_room(&dir, &cname, true)?;
-                let pfd = self.parent(&dir)?;
-                if !exists {
+                // Create first, look only if something is in the way: in a
+                // fresh snapshot nothing usually is, and the lstat per
+                // entry is saved.
+                let made = {
+                    let pfd = self.parent(&dir)?;
                     // SAFETY: valid string and live descriptor.
                     check(unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o700) })
-                        .map_err(io(&path, "create directory"))?;
+                };
+                match made {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        if !self.make_room(&dir, &cname, true)? {
+                            let pfd = self.parent(&dir)?;
+                            // SAFETY: as above.
+                            check(unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o700) })
+                                .map_err(io(&path, "create directory"))?;
+                        }
+                    }
+                    Err(e) => return Err(io(&path, "create directory")(e)),
                 }
+                let pfd = self.parent(&dir)?;
                 let fd =
                     resolve::openat(pfd, &cname, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
                         .map_err(io(&path, "open directory"))?;
-                self.set_meta_fd(&path, &fd, &meta)?;
+                self.set_meta_fd(&path, &fd, &meta, false)?;
                 self.dir_times.push((path, meta.mtime));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.make_room(&dir, &cname, false)?;
-                let pfd = self.parent(&dir)?;
-                let fd = resolve::openat(
-                    pfd,
-                    &cname,
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                    0o600,
-                )
-                .map_err(io(&path, "create file"))?;
+                // Without set-id or sticky bits the file can be created
+                // with its final mode (chown cannot clear anything then),
+                // which saves the fchmod; otherwise 0600 and the mode after
+                // the owner.
+                let final_mode = match umask() {
+                    Some(m) if meta.mode & 0o7000 == 0 && meta.mode & m == 0 => Some(meta.mode),
+                    _ => None,
+                };
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+                let cmode = final_mode.unwrap_or(0o600);
+                // O_EXCL|O_NOFOLLOW never opens what is there (nor follows a
+                // symlink there): clear the way only when told EEXIST.
+                let first = {
+                    let pfd = self.parent(&dir)?;
+                    resolve::openat(pfd, &cname, flags, cmode)
+                };
+                let fd = match first {
+                    Ok(fd) => fd,
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        self.make_room(&dir, &cname, false)?;
+                        let pfd = self.parent(&dir)?;
+                        resolve::openat(pfd, &cname, flags, cmode).map_err(io(&path, "create file"))?
+                    }
+                    Err(e) => return Err(io(&path, "create file")(e)),
+                };
                 let mut file = File::from(fd);
                 let mut written = 0u64;
                 loop {
@@ -281,13 +323,14 @@ impl Extractor {
                     written += n as u64;
                 }
                 let fd = OwnedFd::from(file);
+                let mode_set = final_mode.is_some();
                 if self.writeback && written >= WRITEBACK_MIN {
                     // SAFETY: live descriptor; this only starts writeback of
                     // pages already written, and its failure is harmless:
                     // the snapshot's flush still decides durability.
                     unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
                 }
-                self.set_meta_fd(&path, &fd, &meta)?;
+                self.set_meta_fd(&path, &fd, &meta, mode_set)?;
                 // SAFETY: `ts` holds two valid timespecs.
                 let ts = [meta.mtime, meta.mtime];
                 check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })
@@ -296,11 +339,22 @@ impl Extractor {
             T::Symlink => {
                 let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
                 let ctarget = cstr(&target).map_err(io(&path, "symlink target"))?;
-                self.make_room(&dir, &cname, false)?;
-                let pfd = self.parent(&dir)?;
-                // SAFETY: valid strings and live descriptor.
-                check(unsafe { libc::symlinkat(ctarget.as_ptr(), pfd.as_raw_fd(), cname.as_ptr()) })
-                    .map_err(io(&path, "create symlink"))?;
+                let made = {
+                    let pfd = self.parent(&dir)?;
+                    // SAFETY: valid strings and live descriptor.
+                    check(unsafe { libc::symlinkat(ctarget.as_ptr(), pfd.as_raw_fd(), cname.as_ptr()) })
+                };
+                match made {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        self.make_room(&dir, &cname, false)?;
+                        let pfd = self.parent(&dir)?;
+                        // SAFETY: as above.
+                        check(unsafe { libc::symlinkat(ctarget.as_ptr(), pfd.as_raw_fd(), cname.as_ptr()) })
+                            .map_err(io(&path, "create symlink"))?;
+                    }
+                    Err(e) => return Err(io(&path, "create symlink")(e)),
+                }
                 self.set_meta_at(&path, &dir, &cname, &meta, false)?;
             }
             T::Link => {
@@ -468,7 +522,14 @@ impl Extractor {
         !self.is_root && e.raw_os_error() == Some(libc::EPERM)
     }
 
-    fn set_meta_fd(&self, path: &CleanPath, fd: &OwnedFd, meta: &Meta) -> Result<(), ExtractError> {
+    /// Owner, then mode (unless `mode_set`: created with it), then xattrs.
+    fn set_meta_fd(
+        &self,
+        path: &CleanPath,
+        fd: &OwnedFd,
+        meta: &Meta,
+        mode_set: bool,
+    ) -> Result<(), ExtractError> {
         let raw = fd.as_raw_fd();
         // SAFETY: fd is live; plain integer arguments.
         if let Err(e) = check(unsafe { libc::fchown(raw, meta.uid, meta.gid) }) {
@@ -476,8 +537,10 @@ impl Extractor {
                 return Err(io(path, "change owner")(e));
             }
         }
-        // SAFETY: as above.
-        check(unsafe { libc::fchmod(raw, meta.mode) }).map_err(io(path, "change mode"))?;
+        if !mode_set {
+            // SAFETY: as above.
+            check(unsafe { libc::fchmod(raw, meta.mode) }).map_err(io(path, "change mode"))?;
+        }
         for (name, value) in &meta.xattrs {
             // SAFETY: valid string and buffer; fd is live.
             check(unsafe { libc::fsetxattr(raw, name.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
@@ -602,7 +665,7 @@ impl Extractor {
             xattrs: xattrs.into_iter().filter(|(n, _)| xattr_allowed(n.to_bytes())).collect(),
         };
         let fd = OwnedFd::from(out);
-        self.set_meta_fd(&p.path, &fd, &meta)?;
+        self.set_meta_fd(&p.path, &fd, &meta, false)?;
         let ts = [meta.mtime, meta.mtime];
         // SAFETY: live descriptor and two timespecs.
         check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map_err(io(&p.path, "set times"))?;
