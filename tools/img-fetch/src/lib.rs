@@ -238,6 +238,27 @@ fn emit(record: &Record) -> Result<(), Error> {
     kist_common::record::emit(record).map_err(Error::Stdout)
 }
 
+/// Where a registry pull starts: the pinned digest, or what the registry
+/// says the tag points at (one HEAD, or a GET if HEAD tells nothing).
+fn registry_top(reference: &Reference, src: &LazyRegistry) -> Result<Top, Error> {
+    Ok(match reference.digest() {
+        // Content-addressed: nothing to ask the registry if the store has it.
+        Some(d) => Top::Digest { digest: d.clone(), size: None, media_type: None },
+        None => {
+            let client = src.get()?;
+            let tag = reference.manifest_ref();
+            match client.head_manifest(&tag)? {
+                Some(h) => Top::Digest { digest: h.digest, size: h.size, media_type: h.media_type },
+                None => {
+                    let f = client.get_manifest(&tag)?;
+                    let expected = f.header_digest.as_deref().and_then(|d| d.parse().ok());
+                    Top::Fetched { bytes: f.bytes, media_type: f.media_type, expected }
+                }
+            }
+        }
+    })
+}
+
 pub fn run(m: &ArgMatches) -> Result<(), Error> {
     let source = m.get_one::<String>("source").map(String::as_str).unwrap_or_default();
     let quiet = m.get_flag("quiet");
@@ -283,7 +304,39 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
     };
 
     let root = StateRoot::resolve(m.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
-    let store = Store::open(&root)?;
+    // A registry pull starts with a round trip to the registry, and a first
+    // pull with the creation of the layout (a few fsyncs): do both at once.
+    let registry = match &parsed {
+        Parsed::Registry(reference) => {
+            let registry = reference.registry().to_string();
+            let plain_http = m.get_flag("insecure")
+                || config::is_loopback(&registry)
+                || config::RegistriesConfig::load()?.is_insecure(&registry);
+            Some(LazyRegistry {
+                registry,
+                api_host: reference.api_host().to_string(),
+                repository: reference.repository().to_string(),
+                opts: ClientOptions { plain_http, retries, credentials: auth::CredentialSources::from_env() },
+                client: OnceLock::new(),
+            })
+        }
+        _ => None,
+    };
+    let (store, early_top) = std::thread::scope(|s| {
+        let opener = s.spawn(|| Store::open(&root));
+        let top = match (&parsed, &registry) {
+            (Parsed::Registry(reference), Some(src)) => Some(registry_top(reference, src)),
+            _ => None,
+        };
+        let store = opener.join().unwrap_or_else(|_| {
+            Err(kist_common::store::StoreError::Io {
+                path: root.path().to_path_buf(),
+                source: std::io::Error::other("the thread opening the store panicked"),
+            })
+        });
+        (store, top)
+    });
+    let store = store?;
     // Held shared for the whole pull: blobs land before index.json names
     // them, and img-rm's collection (which takes this lock exclusively)
     // must not sweep a blob this pull found present and is about to tag.
@@ -301,35 +354,11 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
 
     let record = match parsed {
         Parsed::Registry(reference) => {
-            let registry = reference.registry().to_string();
-            let plain_http = m.get_flag("insecure")
-                || config::is_loopback(&registry)
-                || config::RegistriesConfig::load()?.is_insecure(&registry);
-            let src = LazyRegistry {
-                registry: registry.clone(),
-                api_host: reference.api_host().to_string(),
-                repository: reference.repository().to_string(),
-                opts: ClientOptions { plain_http, retries, credentials: auth::CredentialSources::from_env() },
-                client: OnceLock::new(),
+            let (Some(src), Some(top)) = (registry.as_ref(), early_top) else {
+                return Err(Error::Usage("internal: registry source not prepared".into()));
             };
             let name = if reference.tag().is_some() { reference.without_digest() } else { reference.clone() };
-            let top = match reference.digest() {
-                // Content-addressed: nothing to ask the registry if the store has it.
-                Some(d) => Top::Digest { digest: d.clone(), size: None, media_type: None },
-                None => {
-                    let client = src.get()?;
-                    let tag = reference.manifest_ref();
-                    match client.head_manifest(&tag)? {
-                        Some(h) => Top::Digest { digest: h.digest, size: h.size, media_type: h.media_type },
-                        None => {
-                            let f = client.get_manifest(&tag)?;
-                            let expected = f.header_digest.as_deref().and_then(|d| d.parse().ok());
-                            Top::Fetched { bytes: f.bytes, media_type: f.media_type, expected }
-                        }
-                    }
-                }
-            };
-            puller.pull(&src, top, Some(&name))?
+            puller.pull(src, top?, Some(&name))?
         }
         Parsed::Layout(dir, tag) => {
             let layout = OciLayout::open(&dir)?;
