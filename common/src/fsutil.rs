@@ -62,6 +62,55 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     result.map_err(err)
 }
 
+/// [`atomic_write`] for several files at once, with the fsyncs batched:
+/// every file is written, its writeback started, then all are fsynced,
+/// renamed into place, and each parent directory is fsynced once. One
+/// journal commit then covers what a write, fsync, rename, fsync per file
+/// would commit one by one (a new container's files: most of its start
+/// time on a busy disk). Each file is atomic on its own; the set is not.
+pub fn atomic_write_all(files: &[(&Path, &[u8])]) -> Result<(), FsError> {
+    let mut temps: Vec<(PathBuf, File)> = Vec::with_capacity(files.len());
+    let result = (|| -> Result<(), (PathBuf, std::io::Error)> {
+        for (path, bytes) in files {
+            let tmp = temp_sibling(path);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)
+                .map_err(|e| (path.to_path_buf(), e))?;
+            temps.push((tmp, f.try_clone().map_err(|e| (path.to_path_buf(), e))?));
+            f.write_all(bytes).map_err(|e| (path.to_path_buf(), e))?;
+        }
+        for (_, f) in &temps {
+            // SAFETY: sync_file_range on a descriptor we own; only starts
+            // the writeback (its failure just leaves the work to fsync).
+            unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+        for ((path, _), (_, f)) in files.iter().zip(&temps) {
+            f.sync_all().map_err(|e| (path.to_path_buf(), e))?;
+        }
+        for ((path, _), (tmp, _)) in files.iter().zip(&temps) {
+            std::fs::rename(tmp, path).map_err(|e| (path.to_path_buf(), e))?;
+        }
+        let mut synced: Vec<&Path> = Vec::new();
+        for (path, _) in files {
+            let parent = path.parent().unwrap_or(Path::new("."));
+            if !synced.contains(&parent) {
+                fsync_parent(path).map_err(|e| (path.to_path_buf(), e))?;
+                synced.push(parent);
+            }
+        }
+        Ok(())
+    })();
+    result.map_err(|(path, source)| {
+        for (tmp, _) in &temps {
+            let _ = std::fs::remove_file(tmp);
+        }
+        FsError::Write { path, source }
+    })
+}
+
 /// Like [`atomic_write`] (readers see the old or the new content, and a
 /// killed writer leaves no half file) but without the fsyncs: for files
 /// that need not survive a power loss, such as those of a `--rm`
@@ -221,6 +270,24 @@ pub fn openat2_in_root(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atomic_write_all_writes_every_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&b, b"old").unwrap();
+        atomic_write_all(&[(&a, b"one"), (&b, b"two")]).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"one");
+        assert_eq!(std::fs::read(&b).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A file that cannot be written fails the call, and no temp stays.
+        let missing = dir.path().join("no/such/dir/c");
+        assert!(atomic_write_all(&[(&a, b"three"), (&missing, b"x")]).is_err());
+        assert_eq!(std::fs::read(&a).unwrap(), b"one", "nothing renamed before every file was written");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

@@ -322,7 +322,7 @@ mod tests {
         let port = r[0].binding.host_port;
         assert!(port > 0);
         let again = PortSpec::parse(&format!("127.0.0.1:{port}:80")).unwrap();
-        assert!(matches!(reserve(&[again.clone()]), Err(PortError::InUse { .. })));
+        assert!(matches!(reserve(std::slice::from_ref(&again)), Err(PortError::InUse { .. })));
         drop(r);
         assert!(reserve(&[again]).is_ok());
     }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use kist_common::container::{self, ContainerPaths, ContainerState, Status};
-use kist_common::fsutil::{atomic_write, atomic_write_nosync, Lock};
+use kist_common::fsutil::{atomic_write_all, atomic_write_nosync, Lock};
 use kist_common::record::SnapshotRecord;
 use kist_common::teardown::{self, Removal};
 use kist_common::StateRoot;
@@ -73,28 +73,10 @@ impl Drop for Created {
     }
 }
 
-/// Writes a container file atomically; fsync'd unless the container is
-/// ephemeral (`--rm`: nothing of it may outlive the run, so a power loss
-/// has nothing to preserve, and the fsyncs would dominate its start time).
-pub fn put(durable: bool, path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    if durable {
-        atomic_write(path, bytes)?;
-    } else {
-        atomic_write_nosync(path, bytes)?;
-    }
-    Ok(())
-}
-
 fn json<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, Error> {
     let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Sys(format!("{what}: {e}")))?;
     bytes.push(b'\n');
     Ok(bytes)
-}
-
-/// Writes a new container's state.json (nobody else knows the id yet).
-fn save_new(root: &StateRoot, state: &ContainerState, paths: &ContainerPaths) -> Result<(), Error> {
-    let _lock = container::lock(root, &state.id)?;
-    put(!state.auto_remove, &paths.state(), &json("state.json", state)?)
 }
 
 /// A created container, ready to start.
@@ -186,11 +168,6 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
     let mut plan = plan;
     plan.network = network_request(opts, &snap.config)?;
     guard.anonymous_volumes = plan.volumes.iter().filter(|v| v.anonymous).map(|v| v.name.clone()).collect();
-    let durable = !opts.rm;
-    put(durable, &paths.hostname(), format!("{}\n", plan.hostname).as_bytes())?;
-    put(durable, &paths.hosts(), &bundle::hosts_file(&opts.network, &opts.net.add_hosts))?;
-    put(durable, &paths.resolv_conf(), &bundle::resolv_conf(&opts.network, &opts.net))?;
-    put(durable, &paths.config(), &json("config.json", &plan.spec)?)?;
     let launch = Launch {
         lowerdirs: plan.lowerdirs.clone(),
         volumes: plan.volumes.clone(),
@@ -202,7 +179,6 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
         network: plan.network.clone(),
         join_network: plan.join_network.clone(),
     };
-    put(durable, &launch_path(&paths), &json("spawn.json", &launch)?)?;
 
     let command = plan.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
     let state = ContainerState {
@@ -235,7 +211,30 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
         ports: Vec::new(),
         networks: Default::default(),
     };
-    save_new(&root, &state, &paths)?;
+    // The bundle and state.json in one batch, state.json renamed last: a
+    // state.json on disk means the bundle beside it is complete.
+    let files: [(PathBuf, Vec<u8>); 6] = [
+        (paths.hostname(), format!("{}\n", plan.hostname).into_bytes()),
+        (paths.hosts(), bundle::hosts_file(&opts.network, &opts.net.add_hosts)),
+        (paths.resolv_conf(), bundle::resolv_conf(&opts.network, &opts.net)),
+        (paths.config(), json("config.json", &plan.spec)?),
+        (launch_path(&paths), json("spawn.json", &launch)?),
+        (paths.state(), json("state.json", &state)?),
+    ];
+    {
+        // Nobody else knows the id yet; the lock is for form's sake.
+        let _lock = container::lock(&root, &state.id)?;
+        if opts.rm {
+            // Nothing of a --rm container may outlive the run: no power
+            // loss to survive, only a killed writer.
+            for (path, bytes) in &files {
+                atomic_write_nosync(path, bytes)?;
+            }
+        } else {
+            let refs: Vec<(&Path, &[u8])> = files.iter().map(|(p, b)| (p.as_path(), b.as_slice())).collect();
+            atomic_write_all(&refs)?;
+        }
+    }
     drop(snapshots_lock);
     if let Some(f) = &opts.cidfile {
         write_cidfile(f, &id)?;
