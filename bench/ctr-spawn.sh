@@ -87,17 +87,19 @@ docker -H "$sock" run --rm kist-bench/busybox:latest true
 echo "ctr-spawn bench: host (ctr-spawn, runc, docker)" >&2
 hyperfine --warmup 5 --runs "$RUNS" --export-json "$OUT/ctr-spawn-host.json" \
     -n ctr-spawn "$BIN/ctr-spawn --root $root --rm -- true < $tmp/record.json" \
+    -n ctr-spawn-none "$BIN/ctr-spawn --root $root --rm --network none -- true < $tmp/record.json" \
     -n runc "runc --root $tmp/runc run -b $bundle kist-bench-runc" \
     -n docker "docker -H $sock run --rm kist-bench/busybox:latest true" >&2
 
 echo "ctr-spawn bench: unshare -m + cgroup2 (ctr-spawn, crun)" >&2
 unshare -m bash -c "mount -t cgroup2 none /sys/fs/cgroup && \
     hyperfine --warmup 5 --runs $RUNS --export-json $OUT/ctr-spawn-cg2.json \
-      -n ctr-spawn '$BIN/ctr-spawn --root $root --rm -- true < $tmp/record.json' \
+      -n ctr-spawn '$BIN/ctr-spawn --root $root --rm --network none -- true < $tmp/record.json' \
       -n crun 'crun --root $tmp/crun run -b $crun_bundle kist-bench-crun'" >&2
 
 median() { hyperfine_median "$1" "$2"; }
 ks=$(median "$OUT/ctr-spawn-host.json" ctr-spawn)
+kn=$(median "$OUT/ctr-spawn-host.json" ctr-spawn-none)
 rs=$(median "$OUT/ctr-spawn-host.json" runc)
 ds=$(median "$OUT/ctr-spawn-host.json" docker)
 k2=$(median "$OUT/ctr-spawn-cg2.json" ctr-spawn)
@@ -115,12 +117,17 @@ crun refuses this host's hybrid cgroup layout: it was measured inside \`unshare 
 /sys/fs/cgroup and without \`linux.resources\` in its config, and ctr-spawn was measured again in that same
 environment for the comparison.
 
+Like for like: docker's default is a bridge network, so the docker ratio uses ctr-spawn's default (bridge: a veth,
+an address lease, a route); runc's and crun's config gives a new network namespace with nothing in it, so their
+ratios use \`ctr-spawn --network none\`. The whole script runs in a private network namespace.
+
 | command | median | ctr-spawn / peer |
 |---|---|---|
-| \`ctr-spawn --rm -- true\` (host) | $(ms "$ks") | 1 |
-| \`runc run\` (host) | $(ms "$rs") | $(ratio "$ks" "$rs") |
-| \`docker run --rm\` (host) | $(ms "$ds") | $(ratio "$ks" "$ds") |
-| \`ctr-spawn --rm -- true\` (unshare -m, cgroup2) | $(ms "$k2") | 1 |
+| \`ctr-spawn --rm -- true\` (bridge, the default) | $(ms "$ks") | 1 |
+| \`docker run --rm\` (bridge, the default) | $(ms "$ds") | $(ratio "$ks" "$ds") |
+| \`ctr-spawn --rm --network none -- true\` | $(ms "$kn") | 1 |
+| \`runc run\` (a new, empty network namespace) | $(ms "$rs") | $(ratio "$kn" "$rs") |
+| \`ctr-spawn --rm --network none -- true\` (unshare -m, cgroup2) | $(ms "$k2") | 1 |
 | \`crun run\` (unshare -m, cgroup2, no resources) | $(ms "$cs") | $(ratio "$k2" "$cs") |
 
 Goal: below crun's median, at most 1/20 (0.05) of docker's.
