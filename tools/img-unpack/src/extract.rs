@@ -125,7 +125,54 @@ pub struct Extractor {
     /// Start writing file data to disk as soon as a file is complete, so
     /// that the flush before the snapshot is published finds little left.
     writeback: bool,
+    /// Bytes of small files written since the flusher was last woken.
+    small_unflushed: u64,
+    flusher: Option<Flusher>,
 }
+
+/// A thread that flushes the snapshot's file system now and then while
+/// the layer is written, so that small files (left out of per-file
+/// writeback) do not all wait for the final flush. Only an early start:
+/// the caller's flush before publishing still decides durability.
+struct Flusher {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(dir: OwnedFd) -> Option<Flusher> {
+        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("flush".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    // SAFETY: syncfs on a descriptor this thread owns; a
+                    // failure only means the final flush has more to do.
+                    unsafe { libc::syncfs(dir.as_raw_fd()) };
+                }
+            })
+            .ok()?;
+        Some(Flusher { wake: Some(wake), thread: Some(thread) })
+    }
+
+    fn poke(&self) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(());
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Small files' bytes between two wake-ups of the flusher.
+const FLUSH_EVERY: u64 = 8 << 20;
 
 impl Extractor {
     pub fn new(dir: &Path, mode: Whiteouts) -> std::io::Result<Extractor> {
@@ -139,6 +186,8 @@ impl Extractor {
             buf: vec![0u8; 1 << 20],
             is_root: nix::unistd::geteuid().is_root(),
             writeback: false,
+            small_unflushed: 0,
+            flusher: None,
         })
     }
 
@@ -146,6 +195,13 @@ impl Extractor {
     /// `writeback`); durability itself still comes from the caller's flush.
     pub fn set_writeback(&mut self, on: bool) {
         self.writeback = on;
+        self.flusher = None;
+        if on {
+            let dot = c".";
+            if let Ok(fd) = resolve::openat(self.root.as_fd(), dot, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+                self.flusher = Flusher::start(fd);
+            }
+        }
     }
 
     pub fn pending(&self) -> &[PendingLink] {
@@ -329,6 +385,14 @@ impl Extractor {
                     // pages already written, and its failure is harmless:
                     // the snapshot's flush still decides durability.
                     unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+                } else if self.writeback {
+                    self.small_unflushed += written;
+                    if self.small_unflushed >= FLUSH_EVERY {
+                        self.small_unflushed = 0;
+                        if let Some(f) = &self.flusher {
+                            f.poke();
+                        }
+                    }
                 }
                 self.set_meta_fd(&path, &fd, &meta, mode_set)?;
                 // SAFETY: `ts` holds two valid timespecs.
