@@ -43,6 +43,9 @@ help:
 build:
 	$(CARGO) build --release --workspace --bins
 
+# What kist may leave on the host, listed before and after the tests.
+HOST_STATE ?= /tmp/kist-host-state.$(shell id -u)
+
 deps:
 	@sh tests/host-deps.sh
 
@@ -50,7 +53,9 @@ deps:
 # executables, so build them all first, once.
 test: deps
 	$(CARGO) build --workspace --bins
+	@sh tests/host-clean.sh before $(HOST_STATE)
 	$(CARGO) test --workspace --no-fail-fast
+	@sh tests/host-clean.sh after $(HOST_STATE)
 
 unit:
 	$(CARGO) test --workspace --lib

@@ -544,6 +544,8 @@ fn the_monitor_does_not_hold_the_callers_pipes() {
     std::fs::write(env.root.path().join("rec.json"), &env.img.record).unwrap();
     let mut child = Command::new("sh")
         .env("KIST_ROOT", env.root.path())
+        // As TestRoot::cmd does: no bridge in the host's namespace.
+        .env("KIST_DEFAULT_NETWORK", "none")
         .args(["-c", &script])
         .stdout(Stdio::piped())
         .spawn()

@@ -391,7 +391,11 @@ fn no_host_descriptor_reaches_the_container() {
         bin = bin.display()
     );
     let out = kist_tests::run(
-        std::process::Command::new("sh").arg("-c").arg(&script).env("KIST_ROOT", root.path()),
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("KIST_ROOT", root.path())
+            .env("KIST_DEFAULT_NETWORK", "none"),
     );
     out.assert_ok();
     assert_eq!(out.stdout_str(), "0\n1\n2\n/\n", "{}", out.stderr_str());
