@@ -42,48 +42,18 @@ trap cleanup EXIT
 # --- kist: N created containers --------------------------------------------
 root=$tmp/kist
 mkdir -p "$root/containers" "$root/names" "$root/locks" "$root/snapshots"
-how="state fixtures written by this script (ctr-spawn --create does not exist yet)"
-if "$BIN/ctr-spawn" --help 2>/dev/null | grep -q -- '--create'; then
-    how="ctr-spawn --create"
-fi
+how="ctr-spawn --create"
 echo "ctr-list bench: $N kist containers ($how)" >&2
-if [ "$how" = "ctr-spawn --create" ]; then
-    snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
-    mkdir -p "$snap/bin"
-    cp /bin/busybox "$snap/bin/"
-    for a in sh sleep true; do ln -s busybox "$snap/bin/$a"; done
-    img=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
-    rec=$(printf '{"type":"snapshot","schemaVersion":1,"id":"%s","reference":"docker.io/kist-bench/busybox:latest","snapshots":["%s"],"chainIds":["%s"],"platform":{"os":"linux","architecture":"amd64"},"config":{"Cmd":["sh"]},"store":"%s"}' "$img" "$snap" "$img" "$root")
-    for i in $(seq "$N"); do
-        echo "$rec" | "$BIN/ctr-spawn" --root "$root" --create --name "c$i" -- sleep 1000 >/dev/null
-    done
-else
-    boot=$(cat /proc/sys/kernel/random/boot_id)
-    img=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
-    snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
-    for i in $(seq "$N"); do
-        id=$(printf 'kist-bench-container-%s' "$i" | sha256sum | cut -d' ' -f1)
-        d=$root/containers/$id
-        mkdir -p "$d/upper" "$d/work" "$d/rootfs"
-        printf '%s' "$id" > "$root/names/c$i"
-        printf '{\n  "schemaVersion": 1,\n  "id": "%s",\n  "name": "c%s",\n  "image": "%s",\n  "imageRef": "docker.io/kist-bench/busybox:latest",\n  "snapshots": [\n    "%s"\n  ],\n  "command": [\n    "sleep",\n    "1000"\n  ],\n  "created": "%s",\n  "status": "created",\n  "oomKilled": false,\n  "restartCount": 0,\n  "autoRemove": false,\n  "tty": false,\n  "hostname": "%s",\n  "cgroup": "kist/%s",\n  "bootId": "%s"\n}\n' \
-            "$id" "$i" "$img" "$snap" "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" "${id:0:12}" "$id" "$boot" > "$d/state.json"
-    done
-fi
+bench_busybox_snapshot "$root" "$tmp/record.json"
+for i in $(seq "$N"); do
+    "$BIN/ctr-spawn" --root "$root" --create --name "c$i" -- sleep 1000 < "$tmp/record.json" >/dev/null
+done
 count=$("$BIN/ctr-list" --root "$root" -aq | wc -l)
 [ "$count" -eq "$N" ] || { echo "ctr-list lists $count containers, expected $N" >&2; exit 1; }
 
 # --- docker: N created containers ------------------------------------------
 echo "ctr-list bench: busybox OCI layout -> docker-archive" >&2
-umoci init --layout "$tmp/oci" >/dev/null
-umoci new --image "$tmp/oci:latest" >/dev/null
-umoci unpack --rootless --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null 2>&1 || umoci unpack --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null
-mkdir -p "$tmp/bundle/rootfs/bin"
-cp /bin/busybox "$tmp/bundle/rootfs/bin/"
-for a in sh sleep true; do ln -sf busybox "$tmp/bundle/rootfs/bin/$a"; done
-umoci repack --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null
-umoci config --image "$tmp/oci:latest" --config.cmd sh >/dev/null
-skopeo copy -q "oci:$tmp/oci:latest" "docker-archive:$tmp/busybox.tar:kist-bench/busybox:latest" >/dev/null
+bench_docker_archive "$tmp"
 
 echo "ctr-list bench: starting dockerd" >&2
 start_dockerd "$tmp" --bridge none --iptables=false

@@ -40,16 +40,8 @@ trap cleanup EXIT
 
 # The unpacked image: one snapshot holding busybox-static and its applets.
 root=$tmp/root
-snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
-mkdir -p "$snap/bin" "$snap/etc" "$snap/root" "$snap/tmp" "$snap/proc" "$snap/sys" "$snap/dev"
-chmod 1777 "$snap/tmp"
-cp /bin/busybox "$snap/bin/"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$snap/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$snap/etc/passwd"
-printf 'root:x:0:\n' > "$snap/etc/group"
-id=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
-printf '{"type":"snapshot","schemaVersion":1,"id":"%s","snapshots":["%s"],"chainIds":["%s"],"platform":{"os":"linux","architecture":"amd64"},"config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"store":"%s"}\n' \
-    "$id" "$snap" "$id" "$root" > "$tmp/record.json"
+bench_busybox_snapshot "$root" "$tmp/record.json"
+snap=$SNAP
 
 # The equivalent bundle: the config.json ctr-spawn writes, over a copy.
 "$BIN/ctr-spawn" --root "$root" --cidfile "$tmp/cid" -- true < "$tmp/record.json"

@@ -52,15 +52,10 @@ trap cleanup EXIT
 
 # --- kist: N running containers ---------------------------------------------
 mkdir -p "$root/snapshots"
-snap=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
-mkdir -p "$snap/bin" "$snap/etc" "$snap/tmp"
-cp /bin/busybox "$snap/bin/"
-for a in sh sleep true; do ln -s busybox "$snap/bin/$a"; done
-img=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
-rec=$(printf '{"type":"snapshot","schemaVersion":1,"id":"%s","reference":"docker.io/kist-bench/busybox:latest","snapshots":["%s"],"chainIds":["%s"],"platform":{"os":"linux","architecture":"amd64"},"config":{"Cmd":["sh"]},"store":"%s"}' "$img" "$snap" "$img" "$root")
+bench_busybox_snapshot "$root" "$tmp/record.json"
 echo "ctr-stats bench: starting $N kist containers" >&2
 for i in $(seq "$N"); do
-    echo "$rec" | "$SPAWN" --root "$root" --name "k$i" -- sleep 1000 >/dev/null 2>"$tmp/spawn-$i.log" &
+    "$SPAWN" --root "$root" --name "k$i" -- sleep 1000 < "$tmp/record.json" >/dev/null 2>"$tmp/spawn-$i.log" &
     spawn_pids+=($!)
 done
 for _ in $(seq 300); do
@@ -72,15 +67,7 @@ done
 
 # --- docker: N running containers -------------------------------------------
 echo "ctr-stats bench: busybox OCI layout -> docker-archive" >&2
-umoci init --layout "$tmp/oci" >/dev/null
-umoci new --image "$tmp/oci:latest" >/dev/null
-umoci unpack --rootless --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null 2>&1 || umoci unpack --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null
-mkdir -p "$tmp/bundle/rootfs/bin"
-cp /bin/busybox "$tmp/bundle/rootfs/bin/"
-for a in sh sleep true; do ln -sf busybox "$tmp/bundle/rootfs/bin/$a"; done
-umoci repack --image "$tmp/oci:latest" "$tmp/bundle" >/dev/null
-umoci config --image "$tmp/oci:latest" --config.cmd sh >/dev/null
-skopeo copy -q "oci:$tmp/oci:latest" "docker-archive:$tmp/busybox.tar:kist-bench/busybox:latest" >/dev/null
+bench_docker_archive "$tmp"
 
 echo "ctr-stats bench: starting dockerd" >&2
 start_dockerd "$tmp" --bridge none --iptables=false

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh: what the bench scripts share, sourced by each of them.
 # Every bench runs in a private network namespace of its own (loopback up),
 # so that kist's bridge and nftables table, dockerd's bridge and iptables
@@ -73,4 +74,39 @@ podman_ulimits() {
     [ "$u" = unlimited ] && u=32768
     [ "$u" -gt 32768 ] && u=32768
     echo "--ulimit nofile=$n:$n --ulimit nproc=$u:$u"
+}
+
+# bench_busybox_snapshot ROOT RECORD: an unpacked image in state root ROOT,
+# one snapshot holding busybox-static and its applets, and its `snapshot`
+# record (reference docker.io/kist-bench/busybox:latest) in file RECORD,
+# for `ctr-spawn < RECORD`. Sets SNAP to the snapshot's directory.
+bench_busybox_snapshot() {
+    local root=$1 record=$2 id a
+    SNAP=$root/snapshots/$(printf 'kist-bench-busybox' | sha256sum | cut -d' ' -f1)
+    mkdir -p "$SNAP/bin" "$SNAP/etc" "$SNAP/root" "$SNAP/tmp" "$SNAP/proc" "$SNAP/sys" "$SNAP/dev"
+    chmod 1777 "$SNAP/tmp"
+    cp /bin/busybox "$SNAP/bin/"
+    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$SNAP/bin/$a"; done
+    printf 'root:x:0:0:root:/root:/bin/sh\n' > "$SNAP/etc/passwd"
+    printf 'root:x:0:\n' > "$SNAP/etc/group"
+    id=sha256:$(printf 'kist-bench-image' | sha256sum | cut -d' ' -f1)
+    printf '{"type":"snapshot","schemaVersion":1,"id":"%s","reference":"docker.io/kist-bench/busybox:latest","snapshots":["%s"],"chainIds":["%s"],"platform":{"os":"linux","architecture":"amd64"},"config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"store":"%s"}\n' \
+        "$id" "$SNAP" "$id" "$root" > "$record"
+}
+
+# bench_docker_archive DIR: the same busybox as an image for `docker load`,
+# built without a registry (umoci makes an OCI layout, skopeo converts it):
+# DIR/busybox.tar, tagged kist-bench/busybox:latest.
+bench_docker_archive() {
+    local dir=$1 a
+    umoci init --layout "$dir/oci" >/dev/null
+    umoci new --image "$dir/oci:latest" >/dev/null
+    umoci unpack --rootless --image "$dir/oci:latest" "$dir/bundle" >/dev/null 2>&1 ||
+        umoci unpack --image "$dir/oci:latest" "$dir/bundle" >/dev/null
+    mkdir -p "$dir/bundle/rootfs/bin"
+    cp /bin/busybox "$dir/bundle/rootfs/bin/"
+    for a in sh sleep true; do ln -sf busybox "$dir/bundle/rootfs/bin/$a"; done
+    umoci repack --image "$dir/oci:latest" "$dir/bundle" >/dev/null
+    umoci config --image "$dir/oci:latest" --config.cmd sh >/dev/null
+    skopeo copy -q "oci:$dir/oci:latest" "docker-archive:$dir/busybox.tar:kist-bench/busybox:latest" >/dev/null
 }
