@@ -436,7 +436,7 @@ fn a_destination_symlink_is_followed_as_docker_does() {
     assert_eq!(std::fs::read_link(inside(&c, "/data/link")).unwrap(), PathBuf::from("one"));
     // An absolute target is the container's, and a chain is followed.
     std::os::unix::fs::symlink("/data/link", inside(&c, "/tmp/chain")).unwrap();
-    std::fs::write(&PathBuf::from(f), b"chained\n").unwrap();
+    std::fs::write(f, b"chained\n").unwrap();
     cp(&root, &[f, "links:/tmp/chain"]).assert_ok();
     assert_eq!(std::fs::read(inside(&c, "/data/one")).unwrap(), b"chained\n");
     assert!(std::fs::symlink_metadata(inside(&c, "/tmp/chain")).unwrap().file_type().is_symlink());

@@ -22,6 +22,17 @@ fn snapshot(root: &Path, d: &Digest) -> PathBuf {
     root.join("snapshots").join(d.hex())
 }
 
+/// The image's layers' uncompressed sizes, as img-unpack recorded them.
+fn unpacked_size(root: &Path, img: &BuiltImage) -> u64 {
+    kist_common::record::chain_ids(&img.diff_ids)
+        .iter()
+        .map(|c| {
+            let meta = std::fs::read(root.join("snapshots").join(format!("{}.json", c.hex()))).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&meta).unwrap()["size"].as_u64().unwrap()
+        })
+        .sum()
+}
+
 fn setup() -> (TestRoot, BuiltImage, BuiltImage) {
     let root = TestRoot::new();
     let bb = store::import(root.path(), &image::busybox(), BB);
@@ -110,7 +121,8 @@ fn list_prints_records_quiet_ids_and_dockers_table() {
     assert_eq!(row[cols[0]..].split_whitespace().next(), Some("latest"));
     assert_eq!(row[cols[1]..].split_whitespace().next(), Some(bb.config.short()));
     assert!(row[cols[2]..].starts_with("3 years ago") || row[cols[2]..].starts_with("2 years ago"), "{row}");
-    let size = kist_common::output::human_size_decimal(bbrec["size"].as_u64().unwrap());
+    // Unpacked (setup ran img-unpack): the SIZE docker images shows.
+    let size = kist_common::output::human_size_decimal(unpacked_size(root.path(), &bb));
     assert_eq!(row[cols[3]..].trim(), size);
     assert!(size.ends_with("MB") || size.ends_with("kB"), "{size}");
     // Filter by repository.
@@ -314,4 +326,23 @@ fn collection_waits_for_a_running_unpack() {
     let out = child.wait_with_output().unwrap();
     out.assert_ok();
     assert!(!root.path().join("blobs/sha256").join(image::busybox().layers[0].hex()).exists());
+}
+
+#[test]
+fn size_is_the_unpacked_size_once_unpacked_as_docker_shows_it() {
+    let root = TestRoot::new();
+    let bb = store::import(root.path(), &image::busybox(), BB);
+    let size = |root: &TestRoot| {
+        let out = run(root.cmd("img-list").args(["--format", "{{.Size}}"]));
+        out.assert_ok();
+        out.stdout_str().trim().to_string()
+    };
+    let packed = size(&root);
+    run(root.cmd("img-unpack").arg(BB)).assert_ok();
+    let unpacked = unpacked_size(root.path(), &bb);
+    assert_eq!(size(&root), kist_common::output::human_size_decimal(unpacked));
+    assert_ne!(size(&root), packed, "busybox compresses, so the two sizes differ");
+    // The record keeps the compressed size it documents.
+    let rec = &run(&mut root.cmd("img-list")).records()[0];
+    assert_ne!(rec["size"].as_u64().unwrap(), unpacked);
 }

@@ -96,7 +96,9 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            digest), reference (the full name), digest (manifest), indexDigest, mediaType, config, \
            layers, diffIds, platform, created, size (compressed: manifest, config and layers), \
            store, and in addition repository and tag (\"<none>\" for an image without a name), \
-           as docker images shows them. With -q, bare image IDs instead, one per line, which \
+           as docker images shows them. The table's SIZE (and {{.Size}}) is the unpacked size \
+           once img-unpack has made every layer's snapshot, as docker images shows it, else the \
+           compressed size. With -q, bare image IDs instead, one per line, which \
            img-rm and img-unpack read. Reads nothing.",
     exit_status: kist_common::exit::EXIT_STATUS_TEXT,
     files: kist_common::man::STATE_FILES,
@@ -188,14 +190,21 @@ pub fn header(field: &str) -> Option<String> {
     Some(h.to_string())
 }
 
+/// The SIZE column: the unpacked size once every layer has its snapshot
+/// (what `docker images` shows), else the compressed size.
+pub fn shown_size(i: &Image, root: &StateRoot) -> u64 {
+    i.unpacked_size(root).unwrap_or_else(|| i.size())
+}
+
 /// An image as Docker's images template fields (`{{.Repository}}`, `{{.ID}}`, ...).
-pub fn template_row(i: &Image, id: &str, now: i64) -> Row {
+/// `size` is what the SIZE column shows (see [`shown_size`]).
+pub fn template_row(i: &Image, id: &str, now: i64, size: u64) -> Row {
     let (repo, tag) = repo_tag(i);
     let since = match i.created.as_deref().and_then(parse_rfc3339) {
         Some(t) => format!("{} ago", output::human_duration((now - t).max(0) as u64)),
         None => "N/A".to_string(),
     };
-    let size = output::human_size_decimal(i.size());
+    let size = output::human_size_decimal(size);
     let created_at = i.created.as_deref().map(template::created_at).unwrap_or_default();
     let digest = if i.ref_name.is_some() { i.manifest.to_string() } else { "<none>".to_string() };
     Row {
@@ -265,7 +274,10 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            let rows: Vec<Row> = images.iter().map(|i| template_row(i, &id_text(i), now)).collect();
+            let rows: Vec<Row> = images
+                .iter()
+                .map(|i| template_row(i, &id_text(i), now, shown_size(i, store.root())))
+                .collect();
             let text = tmpl.render(&rows, &header).map_err(|e| Error::Usage(e.to_string()))?;
             out.write_all(text.as_bytes()).map_err(Error::Stdout)?;
         }
