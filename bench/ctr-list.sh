@@ -16,7 +16,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-bench_private_netns "$0" "$@"
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 RUNS=${BENCH_RUNS:-20}
@@ -30,6 +29,9 @@ need jq jq
 [ -x /bin/busybox ] || need busybox busybox-static
 [ -x "$BIN/ctr-list" ] || { echo "ctr-list not built in $BIN (cargo build --release -p ctr-list)" >&2; exit 1; }
 
+# apt-get above needed the host's network; the rest runs in a private
+# namespace of its own.
+bench_private_netns "$0" "$@"
 tmp=$(mktemp -d /tmp/kist-bench-list.XXXXXX)
 cleanup() {
     stop_dockerd
@@ -42,8 +44,8 @@ trap cleanup EXIT
 # --- kist: N created containers --------------------------------------------
 root=$tmp/kist
 mkdir -p "$root/containers" "$root/names" "$root/locks" "$root/snapshots"
-how="ctr-spawn --create"
-echo "ctr-list bench: $N kist containers ($how)" >&2
+
+echo "ctr-list bench: $N kist containers (ctr-spawn --create)" >&2
 bench_busybox_snapshot "$root" "$tmp/record.json"
 for i in $(seq "$N"); do
     "$BIN/ctr-spawn" --root "$root" --create --name "c$i" -- sleep 1000 < "$tmp/record.json" >/dev/null
@@ -79,7 +81,7 @@ dver=$(docker -H "$sock" version --format '{{.Server.Version}}')
 cat <<EOF
 ## ctr-list: list $N created containers
 
-\`ctr-list -a\` over $N created containers (kist: $how) against \`docker ps -a\` over $N containers made with
+\`ctr-list -a\` over $N created containers (kist: ctr-spawn --create) against \`docker ps -a\` over $N containers made with
 \`docker create\` (docker $dver, its own dockerd on a temporary data root; the client's time includes the API
 round trip to the daemon, which is how a user meets it). hyperfine, $RUNS runs after 3 warm-ups, one run of
 this script.

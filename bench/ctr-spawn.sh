@@ -14,7 +14,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-bench_private_netns "$0" "$@"
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 RUNS=${BENCH_RUNS:-50}
@@ -27,6 +26,9 @@ need jq jq
 need python3 python3
 [ -x "$BIN/ctr-spawn" ] || { echo "ctr-spawn not built in $BIN (cargo build --release -p ctr-spawn)" >&2; exit 1; }
 
+# apt-get above needed the host's network; the rest runs in a private
+# namespace of its own.
+bench_private_netns "$0" "$@"
 tmp=$(mktemp -d /tmp/kist-bench-spawn.XXXXXX)
 cleanup() {
     stop_dockerd

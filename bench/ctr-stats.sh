@@ -17,7 +17,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-bench_private_netns "$0" "$@"
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 SPAWN=${KIST_SPAWN_BIN:-$BIN/ctr-spawn}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
@@ -33,6 +32,9 @@ need jq jq
 [ -x "$BIN/ctr-stats" ] || { echo "ctr-stats not built in $BIN (cargo build --release -p ctr-stats)" >&2; exit 1; }
 [ -x "$SPAWN" ] || { echo "ctr-spawn not found at $SPAWN" >&2; exit 1; }
 
+# apt-get above needed the host's network; the rest runs in a private
+# namespace of its own.
+bench_private_netns "$0" "$@"
 tmp=$(mktemp -d /tmp/kist-bench-stats.XXXXXX)
 root=$tmp/kist
 spawn_pids=()

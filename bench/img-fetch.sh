@@ -14,12 +14,12 @@
 # Prints a markdown section on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 CACHE=${BENCH_CACHE:-$OUT/cache}
 RUNS=${BENCH_RUNS:-10}
 mkdir -p "$OUT" "$CACHE"
-need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need hyperfine hyperfine
 need skopeo skopeo
 need docker-registry docker-registry
@@ -71,23 +71,9 @@ unpacked=$(du -sm "$rootfs" | cut -f1)
 compressed=$(du -cm "$layout"/blobs/sha256/* | tail -1 | cut -f1)
 
 PRIO=${BENCH_PRIORITY:-1}
-# prio CMD...: CMD in a new session (autogroup) with nice -15, if asked for and allowed.
-prio() {
-    if [ "$PRIO" = 1 ] && [ "$(id -u)" = 0 ] && [ -w /proc/self/autogroup ]; then
-        setsid bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; exec "$@"' prio "$@"
-    else
-        "$@"
-    fi
-}
-# prio_exec CMD...: the same, replacing the current (background) shell, so that $! is CMD's pid.
-prio_exec() {
-    if [ "$PRIO" = 1 ] && [ "$(id -u)" = 0 ] && [ -w /proc/self/autogroup ]; then
-        exec setsid bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; exec "$@"' prio "$@"
-    else
-        exec "$@"
-    fi
-}
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# apt-get and debootstrap above needed the host's network; the rest runs
+# in a private namespace of its own.
+bench_private_netns "$0" "$@"
 tmp=$(mktemp -d /tmp/kist-bench-fetch.XXXXXX)
 rpid=
 cleanup() {

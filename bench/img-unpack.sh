@@ -28,12 +28,12 @@
 # Prints a markdown section on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 RUNS=${BENCH_RUNS:-10}
 CACHE=/var/cache/kist-bench
 mkdir -p "$OUT" "$CACHE"
-need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need hyperfine hyperfine
 need umoci umoci
 need skopeo skopeo
@@ -44,6 +44,28 @@ need dockerd docker.io
 for t in img-unpack img-fetch; do
     [ -x "$BIN/$t" ] || { echo "$t not built in $BIN (cargo build --release -p $t)" >&2; exit 1; }
 done
+
+# 1. The minbase root file system, shared between benches.
+(
+    exec 9>"$CACHE/minbase.lock"
+    flock 9
+    if [ -e "$CACHE/minbase/var/lib/dpkg/status" ] && [ -e "$CACHE/minbase/etc/debian_version" ]; then
+        exit 0
+    fi
+    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+    echo "img-unpack bench: debootstrap minbase bookworm from $mirror" >&2
+    rm -rf "$CACHE/minbase.tmp.$$"
+    debootstrap --variant=minbase bookworm "$CACHE/minbase.tmp.$$" "$mirror" >&2
+    rm -rf "$CACHE/minbase.tmp.$$"/var/cache/apt/archives/*.deb
+    mv "$CACHE/minbase.tmp.$$" "$CACHE/minbase"
+)
+rootfs=$CACHE/minbase
+
+# Everything from here on needs no network beyond loopback: a private
+# namespace of its own (apt-get and debootstrap above needed the host's).
+bench_private_netns "$0" "$@"
 
 FS=${BENCH_FS:-loop}
 PRIO=${BENCH_PRIORITY:-1}
@@ -64,23 +86,6 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-# prio CMD...: CMD in a new session (autogroup) with nice -15, if asked for and allowed.
-prio() {
-    if [ "$PRIO" = 1 ] && [ "$(id -u)" = 0 ] && [ -w /proc/self/autogroup ]; then
-        setsid bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; exec "$@"' prio "$@"
-    else
-        "$@"
-    fi
-}
-# prio_exec CMD...: the same, replacing the current (background) shell, so that $! is CMD's pid.
-prio_exec() {
-    if [ "$PRIO" = 1 ] && [ "$(id -u)" = 0 ] && [ -w /proc/self/autogroup ]; then
-        exec setsid bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; exec "$@"' prio "$@"
-    else
-        exec "$@"
-    fi
-}
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 if [ "$FS" = loop ]; then
     truncate -s 16G "$tmp/fs.img"
     mkfs.ext4 -q -F "$tmp/fs.img"
@@ -96,23 +101,6 @@ if [ "$FS" != loop ]; then
     fsdesc="the host's $(findmnt -no FSTYPE -T "$work") file system under /tmp"
 fi
 
-# 1. The minbase root file system, shared between benches.
-(
-    exec 9>"$CACHE/minbase.lock"
-    flock 9
-    if [ -e "$CACHE/minbase/var/lib/dpkg/status" ] && [ -e "$CACHE/minbase/etc/debian_version" ]; then
-        exit 0
-    fi
-    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    [ -n "$mirror" ] || mirror=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-    [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
-    echo "img-unpack bench: debootstrap minbase bookworm from $mirror" >&2
-    rm -rf "$CACHE/minbase.tmp.$$"
-    debootstrap --variant=minbase bookworm "$CACHE/minbase.tmp.$$" "$mirror" >&2
-    rm -rf "$CACHE/minbase.tmp.$$"/var/cache/apt/archives/*.deb
-    mv "$CACHE/minbase.tmp.$$" "$CACHE/minbase"
-)
-rootfs=$CACHE/minbase
 
 # 2. An OCI layout of it: two gzip layers (usr/lib and usr/share apart
 # from the rest), built once and kept in $BENCH_OUT.

@@ -5,7 +5,10 @@
 # rules and podman's networks never touch the host's interfaces or firewall.
 
 # Re-executes the calling script inside `unshare --net` unless it already
-# runs in one made for it. Call as: bench_private_netns "$0" "$@"
+# runs in one made for it. Call as: bench_private_netns "$0" "$@", after
+# what needs the host's network (apt-get, debootstrap) and before the
+# script creates anything (the exec runs no EXIT trap): the re-executed
+# script passes those steps again, finding them done.
 bench_private_netns() {
     [ -n "${KIST_BENCH_NETNS:-}" ] && return 0
     local script=$1
@@ -110,3 +113,24 @@ bench_docker_archive() {
     umoci config --image "$dir/oci:latest" --config.cmd sh >/dev/null
     skopeo copy -q "oci:$dir/oci:latest" "docker-archive:$dir/busybox.tar:kist-bench/busybox:latest" >/dev/null
 }
+
+# prio CMD...: runs CMD in a session of its own at autogroup priority -15
+# when $PRIO is 1 and we are root, so that the measured commands (kist's and
+# the peers' alike) are not starved by whatever else shares the CPUs;
+# otherwise runs it plainly.
+prio() {
+    if [ "$PRIO" = 1 ] && [ "$(id -u)" = 0 ] && [ -w /proc/self/autogroup ]; then
+        setsid bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; exec "$@"' prio "$@"
+    else
+        "$@"
+    fi
+}
+# prio_exec CMD...: the same, replacing the current (background) shell, so that $! is CMD's pid.
+prio_exec() {
+    if [ "$PRIO" = 1 ] && [ "$(id -u)" = 0 ] && [ -w /proc/self/autogroup ]; then
+        exec setsid bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; exec "$@"' prio "$@"
+    else
+        exec "$@"
+    fi
+}
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }

@@ -15,7 +15,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-bench_private_netns "$0" "$@"
 BIN=${KIST_BIN_DIR:-$PWD/target/release}
 OUT=${BENCH_OUT:-/tmp/kist-bench}
 N=${BENCH_RUNS:-30}
@@ -28,6 +27,9 @@ for t in ctr-spawn ctr-kill; do
     [ -x "$BIN/$t" ] || { echo "$t not built in $BIN (cargo build --release -p $t)" >&2; exit 1; }
 done
 
+# apt-get above needed the host's network; the rest runs in a private
+# namespace of its own.
+bench_private_netns "$0" "$@"
 tmp=$(mktemp -d /tmp/kist-bench-net.XXXXXX)
 root=$tmp/root
 pargs=$(podman_args "$tmp")
