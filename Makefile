@@ -89,6 +89,10 @@ $(addprefix install-,$(TOOLS)): install-%:
 	$(INSTALL) -m 755 $(BUILT)/$* $(DESTDIR)$(BINDIR)/$*
 	@if [ -f man/$*.1 ]; then $(INSTALL) -m 644 man/$*.1 $(DESTDIR)$(MANDIR)/man1/$*.1; fi
 
+# ctr-spawn -d hands its containers to ctr-monitor, found next to it.
+install-ctr-spawn: install-ctr-monitor
+uninstall-ctr-spawn: uninstall-ctr-monitor
+
 # The wrapper is a shell script: its page and completions are hand-written.
 install-kist:
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \

@@ -576,3 +576,90 @@ fn a_stop_during_the_backoff_ends_the_restarts() {
     let l = env.list(&["-a"]);
     assert!(l[0]["status"].as_str().unwrap().starts_with("Exited (2)"), "{}", l[0]);
 }
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+}
+
+/// Waits for `restarts` restarts and returns the pids of the monitor and
+/// of the container's inits seen on the way.
+fn watch_restarts(env: &Env, id: &str, restarts: u32) -> (Vec<i32>, Vec<i32>) {
+    let (mut monitors, mut inits) = (Vec::new(), Vec::new());
+    let done = wait_until(Duration::from_secs(20), || {
+        let Some(s) = env.state(id) else { return false };
+        if let Some(p) = s.owner_pid.filter(|p| !monitors.contains(p)) {
+            monitors.push(p);
+        }
+        if let Some(p) = s.pid.filter(|p| !inits.contains(p)) {
+            inits.push(p);
+        }
+        s.restart_count >= restarts && s.status == Status::Running
+    });
+    assert!(done, "{:?}", env.state(id));
+    (monitors, inits)
+}
+
+#[test]
+fn the_resident_monitor_is_ctr_monitor_with_one_pid_across_restarts() {
+    let env = Env::new();
+    let rec = env.detach(
+        &["--name", "flappy", "--restart", "always"],
+        &["sh", "-c", "echo run $$; sleep 0.2; exit 3"],
+    );
+    let id = id_of(&rec);
+    let monitor = env.state(&id).unwrap().owner_pid.unwrap();
+    // ctr-spawn handed the running container over: the resident process is
+    // the small binary, holding the init's pipes and told which container.
+    assert!(wait_until(Duration::from_secs(5), || comm(monitor) == "ctr-monitor"), "{}", comm(monitor));
+    let args = std::fs::read(format!("/proc/{monitor}/cmdline")).unwrap();
+    let args: Vec<String> =
+        args.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    assert!(args.windows(2).any(|w| w[0] == "--id" && w[1] == id), "{args:?}");
+    // Every restart goes through ctr-spawn and back, in the same process.
+    let (monitors, inits) = watch_restarts(&env, &id, 2);
+    assert_eq!(monitors, vec![monitor], "the owner pid changed across restarts");
+    assert!(inits.len() >= 2, "{inits:?}");
+    assert!(wait_until(Duration::from_secs(5), || comm(monitor) == "ctr-monitor"));
+    let dir = env.root.path().join("containers").join(&id);
+    assert!(wait_until(Duration::from_secs(5), || log_texts(&dir).len() >= 2), "{:?}", log_texts(&dir));
+    env.kill(&["--stop", "-t", "1", "flappy"]).assert_ok();
+    assert!(wait_until(Duration::from_secs(10), || !alive(monitor)), "the monitor stays after the stop");
+    assert_eq!(env.state(&id).unwrap().status, Status::Exited);
+    assert!(cgroup_dirs(&id).is_empty(), "cgroup left: {:?}", cgroup_dirs(&id));
+}
+
+#[test]
+fn without_ctr_monitor_ctr_spawn_stays_the_monitor() {
+    let env = Env::new();
+    // ctr-spawn installed alone: no ctr-monitor next to it.
+    let alone = tempfile::tempdir().unwrap();
+    let spawn = alone.path().join("ctr-spawn");
+    std::fs::copy(kist_tests::bin("ctr-spawn"), &spawn).unwrap();
+    let mut c = Command::new(&spawn);
+    c.env("KIST_ROOT", env.root.path()).env("KIST_DEFAULT_NETWORK", "none");
+    c.args([
+        "-d",
+        "--name",
+        "solo",
+        "--restart",
+        "on-failure:2",
+        "--",
+        "sh",
+        "-c",
+        "echo solo; sleep 0.2; exit 1",
+    ]);
+    let out = run_with_stdin(&mut c, env.img.record.as_bytes());
+    out.assert_ok();
+    let id = id_of(&out.records()[0]);
+    env.ids.lock().unwrap().push(id.clone());
+    let monitor = env.state(&id).unwrap().owner_pid.unwrap();
+    assert_eq!(comm(monitor), "ctr-spawn");
+    // The same behaviour: restarted exactly twice by the one monitor, logged.
+    let (monitors, _) = watch_restarts(&env, &id, 2);
+    assert_eq!(monitors, vec![monitor]);
+    assert!(wait_until(Duration::from_secs(10), || !alive(monitor)), "the monitor stays");
+    let s = env.state(&id).unwrap();
+    assert_eq!((s.status, s.restart_count, s.exit_code), (Status::Exited, 2, Some(1)), "{s:?}");
+    let dir = env.root.path().join("containers").join(&id);
+    assert_eq!(log_texts(&dir), vec!["solo\n"; 3]);
+}

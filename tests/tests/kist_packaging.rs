@@ -180,3 +180,26 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn ctr_spawn_installs_with_its_monitor() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    make(&["install-ctr-spawn", "PREFIX=/usr", &format!("DESTDIR={}", d.display())]).assert_ok();
+    let mut files: Vec<String> =
+        walk(d).iter().map(|p| p.strip_prefix(d).unwrap().display().to_string()).collect();
+    files.sort();
+    // ctr-spawn -d execs the ctr-monitor found next to it.
+    assert_eq!(
+        files,
+        [
+            "usr/bin/ctr-monitor",
+            "usr/bin/ctr-spawn",
+            "usr/share/man/man1/ctr-monitor.1",
+            "usr/share/man/man1/ctr-spawn.1"
+        ]
+    );
+    let out = run(Command::new(d.join("usr/bin/ctr-monitor")).arg("--help").env_clear());
+    out.assert_ok();
+    assert!(out.stdout_str().contains("--respawn"), "{}", out.stdout_str());
+}

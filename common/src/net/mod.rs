@@ -24,7 +24,7 @@ pub mod ports;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -595,10 +595,25 @@ impl Attachment {
     pub fn bindings(&self) -> Vec<PortBinding> {
         self.reservations.iter().map(|r| r.binding).collect()
     }
+
+    /// Hands the attachment to another owner (the monitor, across exec):
+    /// the network's name, whose lease it must [`detach`] when the
+    /// container exits, and the sockets holding the host ports. Dropping
+    /// what is left releases nothing.
+    pub fn hand_over(mut self) -> (String, Vec<OwnedFd>) {
+        let network = std::mem::take(&mut self.network);
+        let sockets =
+            std::mem::take(&mut self.reservations).into_iter().map(Reservation::into_socket).collect();
+        (network, sockets)
+    }
 }
 
 impl Drop for Attachment {
     fn drop(&mut self) {
+        // Handed over (see hand_over): the new owner releases the lease.
+        if self.network.is_empty() {
+            return;
+        }
         let _ = detach(&self.root, &self.network, &self.container_id);
     }
 }

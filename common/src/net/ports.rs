@@ -164,6 +164,13 @@ pub struct Reservation {
     _socket: OwnedFd,
 }
 
+impl Reservation {
+    /// The socket that holds the port, for a monitor that takes it over.
+    pub fn into_socket(self) -> OwnedFd {
+        self._socket
+    }
+}
+
 /// Binds (and for TCP listens on) `addr:port`; port 0 asks for a free one.
 fn bind(addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(OwnedFd, u16), PortError> {
     let kind = match proto {

@@ -23,6 +23,7 @@ pub fn tools() -> Vec<(&'static str, clap::Command, ManExtra)> {
         ("ctr-cp", ctr_cp::command(), ctr_cp::MAN),
         ("ctr-stats", ctr_stats::command(), ctr_stats::MAN),
         ("ctr-net", ctr_net::command(), ctr_net::MAN),
+        ("ctr-monitor", ctr_monitor::command(), ctr_monitor::MAN),
     ]
 }
 

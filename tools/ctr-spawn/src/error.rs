@@ -33,6 +33,8 @@ pub enum Error {
     Lifecycle(#[from] kist_common::lifecycle::LifecycleError),
     #[error(transparent)]
     Net(#[from] kist_common::net::NetError),
+    #[error(transparent)]
+    Restart(#[from] kist_common::restart::RestartError),
     #[error("cgroup: {0}")]
     Cgroup(String),
     #[error("{0}")]
@@ -69,7 +71,7 @@ impl kist_common::HasExitCode for Error {
         // ctr-spawn passes 125/126/127 through `status()`; this is for
         // callers that embed the library and want the common scheme.
         match self {
-            Error::Usage(_) => kist_common::ExitCode::Usage,
+            Error::Usage(_) | Error::Restart(_) => kist_common::ExitCode::Usage,
             Error::Image(_) => kist_common::ExitCode::NotFound,
             Error::Container(e) => e.exit_code(),
             Error::Lifecycle(e) => e.exit_code(),

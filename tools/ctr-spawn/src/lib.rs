@@ -33,7 +33,8 @@ pub fn command() -> Command {
              uts, ipc and network namespaces with Docker's default capabilities, seccomp \
              profile, masked paths, devices and rlimits, waits for it and exits with its status.\n\n\
              With -d a monitor (a host process in its own session, the container init's \
-             subreaper parent) runs the container instead: it logs stdout/stderr to \
+             subreaper parent; ctr-spawn starts the container in it and then execs the small \
+             ctr-monitor there, found next to ctr-spawn) runs the container instead: it logs stdout/stderr to \
              containers/<id>/log.jsonl (Docker's json-file format, --log-opt max-size=,max-file= \
              rotation), records exits, applies --restart and removes the container with --rm; \
              ctr-spawn prints the `container` record and exits 0 once the container runs. \
@@ -110,6 +111,21 @@ pub fn command() -> Command {
                 .help("After a reboot, start the always and unless-stopped containers (kist-restore.service)"),
         )
         .arg(
+            opt("monitor-resume")
+                .value_name("ID")
+                .hide(true)
+                .conflicts_with_all(["start", "restore", "create", "detach", "image", "command"])
+                .help("Internal: ctr-monitor execs this in the monitor process to restart the container"),
+        )
+        .arg(
+            opt("backoff-ms")
+                .value_name("MS")
+                .hide(true)
+                .requires("monitor-resume")
+                .value_parser(clap::value_parser!(u64))
+                .help("Internal: the restart backoff ctr-monitor hands back"),
+        )
+        .arg(
             Arg::new("command")
                 .value_name("CMD")
                 .num_args(0..)
@@ -176,7 +192,7 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
                ctr-spawn --image busybox -d --name web -p 127.0.0.1:8080:80 -p 5353:53/udp -- httpd -f -p 80\n\
                ctr-spawn --image busybox -d -P --network appnet --network-alias api -- httpd -f -p 80\n\
                ctr-spawn --image busybox --rm --network container:web -- wget -qO- http://127.0.0.1/",
-    see_also: "img-unpack(1), ctr-list(1), ctr-kill(1), ctr-logs(1), ctr-exec(1), ctr-net(1), nft(8), kist-state(5), kist-records(5), runc(8)",
+    see_also: "img-unpack(1), ctr-monitor(1), ctr-list(1), ctr-kill(1), ctr-logs(1), ctr-exec(1), ctr-net(1), nft(8), kist-state(5), kist-records(5), runc(8)",
 };
 
 /// Maps a clap error to Docker's convention: usage errors exit 125, as
@@ -194,6 +210,13 @@ pub fn clap_error(e: clap::Error) -> std::process::ExitCode {
 
 /// Runs the container; returns the status to exit with.
 pub fn run(matches: &clap::ArgMatches) -> Result<u8, Error> {
+    if let Some(id) = matches.get_one::<String>("monitor-resume") {
+        let root = kist_common::StateRoot::resolve(
+            matches.get_one::<std::path::PathBuf>("root").map(|p| p.as_path()),
+        )?;
+        let backoff = matches.get_one::<u64>("backoff-ms").copied().unwrap_or(100);
+        return Ok(runtime::monitor::resume(&root, id, backoff));
+    }
     if matches.get_flag("restore") || matches.get_one::<String>("start").is_some() {
         let root = kist_common::StateRoot::resolve(
             matches.get_one::<std::path::PathBuf>("root").map(|p| p.as_path()),

@@ -367,22 +367,7 @@ pub fn parse_env_file(text: &str) -> Vec<String> {
 }
 
 /// Docker's RAMInBytes: a number with an optional b, k, m, g, t suffix (binary units).
-pub fn parse_size(s: &str) -> Result<i64, String> {
-    let lower = s.trim().to_ascii_lowercase();
-    let t = lower.strip_suffix('b').unwrap_or(&lower);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let v: f64 = num.parse().map_err(|_| format!("invalid size: {s:?}"))?;
-    if v < 0.0 || !v.is_finite() {
-        return Err(format!("invalid size: {s:?}"));
-    }
-    Ok((v * mult as f64) as i64)
-}
+pub use kist_common::restart::parse_size;
 
 fn absolute(target: &str) -> Result<String, Error> {
     if !target.starts_with('/') {

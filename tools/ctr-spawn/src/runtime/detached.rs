@@ -22,11 +22,11 @@ fn print(root: &StateRoot, id: &str) -> Result<(), Error> {
 
 /// `ctr-spawn -d`: returns once the container runs, with its record printed.
 pub fn run(opts: Options) -> Result<u8, Error> {
-    let Prepared { mut guard, plan, launch, state } = create::prepare(&opts)?;
+    let Prepared { mut guard, plan, state, .. } = create::prepare(&opts)?;
     // From here on the container exists; a failed start leaves it behind
     // as Docker does (exited with 125/126/127), unless --rm.
     guard.armed = false;
-    monitor::spawn(&opts.root, plan, launch)?;
+    monitor::spawn(&opts.root, plan)?;
     print(&opts.root, &state.id)?;
     Ok(0)
 }
@@ -69,7 +69,7 @@ pub fn start(root: &StateRoot, query: &str, attach: bool, interactive: bool) -> 
             )))
         }
     }
-    let (mut plan, launch) = create::load_plan(root, &state)?;
+    let (mut plan, _) = create::load_plan(root, &state)?;
     if attach {
         plan.interactive = interactive;
         let tty = state.tty;
@@ -81,7 +81,7 @@ pub fn start(root: &StateRoot, query: &str, attach: bool, interactive: bool) -> 
         }
         return Ok(code);
     }
-    monitor::spawn(root, plan, launch)?;
+    monitor::spawn(root, plan)?;
     print(root, &id)?;
     Ok(0)
 }
@@ -126,7 +126,7 @@ fn restore_one(root: &StateRoot, id: &str, state: &ContainerState, boot: &str) -
     if !launch.restart.restores(state.stopped_by_user) || state.status == Status::Created {
         return Ok(());
     }
-    monitor::spawn(root, plan, launch)?;
+    monitor::spawn(root, plan)?;
     kist_common::info!("restored {} ({})", state.name, &id[..12]);
     Ok(())
 }

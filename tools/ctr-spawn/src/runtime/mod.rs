@@ -11,7 +11,6 @@ pub mod create;
 pub mod detached;
 pub mod fs;
 pub mod init;
-pub mod logfile;
 pub mod monitor;
 pub mod msg;
 pub mod reaper;

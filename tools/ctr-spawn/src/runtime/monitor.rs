@@ -1,37 +1,42 @@
 //! The monitor of a detached container (`ctr-spawn -d`, `--start`,
 //! `--restore`). ctr-spawn forks twice (the monitor gets its own session
-//! and outlives ctr-spawn; nothing is re-executed, the monitor stays a
-//! host process and never enters the container), and the monitor:
-//! - is the subreaper parent of the container's init (the init has
-//!   PDEATHSIG KILL, so a killed monitor takes its container along and
-//!   ctr-list reports the exit truthfully);
-//! - captures stdout/stderr through pipes (or the pty's output with -t)
-//!   into `log.jsonl` (see [`super::logfile`]);
-//! - records the start and the exit (status, time, OOM kill) through
-//!   kist_common::lifecycle::update, keeping ctr-kill's stoppedByUser;
-//! - applies the restart policy with Docker's backoff, and removes the
-//!   container at the end with --rm (kist_common::teardown).
+//! and outlives ctr-spawn; it stays a host process and never enters the
+//! container). In the monitor process ctr-spawn creates the cgroup,
+//! starts the container (its init a child of the monitor, which is a
+//! subreaper; the init has PDEATHSIG KILL, so a killed monitor takes its
+//! container along and ctr-list reports the exit truthfully), records it
+//! as running, tells the waiting ctr-spawn over a pipe whether the start
+//! succeeded (and if not, why, with the 125/126/127 status), and then
+//! execs ctr-monitor, handing over the init, its output pipes (or the
+//! pty's master) and its port sockets: the resident monitor is that small
+//! binary (kist_common::monitor does the watching: logs, exit, restart
+//! policy, --rm). For a restart ctr-monitor execs `ctr-spawn
+//! --monitor-resume ID` back in the same process, which starts the
+//! container again and hands over again ([`resume`]).
 //!
-//! It is one thread sleeping in poll(2) on the output pipes and a
-//! signalfd for SIGCHLD. ctr-spawn learns over a pipe whether the first
-//! start succeeded (and if not, why, with the 125/126/127 status).
+//! Without a ctr-monitor next to ctr-spawn, the monitor process stays
+//! ctr-spawn and calls kist_common::monitor itself: the same behaviour,
+//! more resident memory.
 
+use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use kist_common::container::{self, ContainerError, Status};
+use kist_common::container::{self, Status};
 use kist_common::lifecycle;
-use kist_common::teardown::{self, Removal};
+use kist_common::logfile::Stream;
+use kist_common::monitor::{self as watcher, Handover, Next, Run};
+use kist_common::teardown;
 use kist_common::StateRoot;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::sys::signal::{SigmaskHow, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult};
 
 use super::cgroups;
-use super::create::Launch;
-use super::logfile::{LogFile, Stream};
 use crate::bundle::Plan;
 use crate::restart::Backoff;
 use crate::Error;
@@ -39,7 +44,7 @@ use crate::Error;
 /// Starts the monitor for an existing (created or exited) container and
 /// waits until the container runs; returns once it does, or with the
 /// reason it could not start.
-pub fn spawn(root: &StateRoot, plan: Plan, launch: Launch) -> Result<(), Error> {
+pub fn spawn(root: &StateRoot, plan: Plan) -> Result<(), Error> {
     let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe"))?;
     // SAFETY: ctr-spawn is single-threaded here; the child only forks
     // again and exits, or becomes the monitor.
@@ -50,7 +55,7 @@ pub fn spawn(root: &StateRoot, plan: Plan, launch: Launch) -> Result<(), Error> 
             // SAFETY: still single-threaded.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
-                    let code = monitor(root, &plan, &launch, report_w);
+                    let code = monitor(root, &plan, report_w);
                     // SAFETY: ending the monitor without running the
                     // parent's destructors (its guards belong to ctr-spawn).
                     unsafe { libc::_exit(code) }
@@ -114,10 +119,10 @@ fn null_stdio() {
     }
 }
 
-/// The monitor's life; returns its exit status.
-fn monitor(root: &StateRoot, plan: &Plan, launch: &Launch, report_w: OwnedFd) -> i32 {
-    close_inherited(report_w.as_raw_fd());
-    let mut report_fd = Some(report_w);
+/// The monitor process's set-up: what it keeps for the container's whole
+/// life (survives the exec into ctr-monitor and back).
+fn become_monitor(keep: RawFd, plan: &Plan) {
+    close_inherited(keep);
     null_stdio();
     // Not to pin the caller's working directory (and its mount) for the
     // container's whole life, when no path of the plan depends on it.
@@ -126,20 +131,15 @@ fn monitor(root: &StateRoot, plan: &Plan, launch: &Launch, report_w: OwnedFd) ->
     }
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let mut chld = SigSet::empty();
-    chld.add(Signal::SIGCHLD);
+    // The relayed signals stay blocked (they are the container's business,
+    // and SIGCHLD is read from a signalfd); exec keeps the mask.
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&super::relayed_signals()), None);
-    let sfd = match nix::sys::signalfd::SignalFd::with_flags(
-        &chld,
-        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            report(&mut report_fd, &format!("125 signalfd: {}", e.desc()));
-            return 1;
-        }
-    };
-    let id = plan.id.clone();
+}
+
+/// The monitor's life, from its first start; returns its exit status.
+fn monitor(root: &StateRoot, plan: &Plan, report_w: OwnedFd) -> i32 {
+    become_monitor(report_w.as_raw_fd(), plan);
+    let mut report_fd = Some(report_w);
     let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
     // What an earlier, killed monitor left of the cgroup goes first.
     let _ = teardown::destroy_cgroup(&plan.cgroup_path);
@@ -147,169 +147,121 @@ fn monitor(root: &StateRoot, plan: &Plan, launch: &Launch, report_w: OwnedFd) ->
         Ok(c) => c,
         Err(e) => {
             report(&mut report_fd, &format!("125 {e}"));
-            let _ = record_exit(root, &id, 125, false, false);
+            let _ =
+                watcher::after_exit(root, &plan.id, 125, false, false, Duration::ZERO, Backoff::default());
             return 1;
         }
     };
-    let mut log = LogFile::new(plan.paths.log(), launch.log);
-    let mut backoff = Backoff::default();
-    let mut first = true;
+    supervise(root, plan, &cgroup, report_fd, Backoff::default())
+}
+
+/// `ctr-spawn --monitor-resume ID --backoff-ms MS`: ctr-monitor execs this
+/// in the monitor process to start the container again after an exit the
+/// policy restarts; returns the monitor's exit status.
+pub fn resume(root: &StateRoot, id: &str, backoff_ms: u64) -> u8 {
+    let backoff = Backoff::with_next(Duration::from_millis(backoff_ms));
+    let prepared = lifecycle::load(root, id).map_err(Error::from).and_then(|state| {
+        let (plan, _) = super::create::load_plan(root, &state)?;
+        let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
+        // The cgroup lives from the first start to the monitor's end; this
+        // finds it (and sets its limits again).
+        let cgroup = cgroups::create(&plan.cgroup_path, &resources)?;
+        Ok((plan, cgroup))
+    });
+    let code = match prepared {
+        Ok((plan, cgroup)) => supervise(root, &plan, &cgroup, None, backoff),
+        Err(e) => {
+            // Recorded as a start that failed (the policy may try again),
+            // but without what starting needs there is nothing to restart.
+            kist_common::warn!("container {}: cannot start it again: {e}", id.get(..12).unwrap_or(id));
+            let next =
+                watcher::after_exit(root, id, i32::from(e.status()), false, false, Duration::ZERO, backoff);
+            let cgroup = lifecycle::load(root, id)
+                .map(|s| watcher::cgroup_of(&s))
+                .unwrap_or_else(|_| format!("kist/{id}"));
+            i32::from(watcher::finish(root, id, &cgroup, matches!(next, Next::Removed)).is_err())
+        }
+    };
+    u8::try_from(code).unwrap_or(1)
+}
+
+/// Starts the container and watches it until the policy lets it rest;
+/// hands the watching over to ctr-monitor when it is installed (then this
+/// returns only if the exec failed). `report_fd` is the first start's
+/// pipe to the waiting ctr-spawn.
+fn supervise(
+    root: &StateRoot,
+    plan: &Plan,
+    cgroup: &cgroups::Cgroup,
+    mut report_fd: Option<OwnedFd>,
+    mut backoff: Backoff,
+) -> i32 {
+    let id = plan.id.clone();
     let mut failure = None;
     let removed = loop {
-        let began = Instant::now();
-        let outcome = run_once(root, plan, &cgroup, &mut log, sfd.as_raw_fd(), &mut report_fd);
-        let started = outcome.is_ok() || !first;
-        first = false;
-        let code = match outcome {
-            Ok(code) => code,
+        let next = match start_once(root, plan, cgroup, &mut report_fd) {
+            Ok(run) => {
+                let run = hand_over(root, &id, run, backoff);
+                watcher::watch(root, &id, run, backoff)
+            }
             Err(e) => {
-                // Told once the exit is recorded (and with --rm, removed), so
-                // that what ctr-spawn's caller sees next is final.
-                if report_fd.is_some() {
-                    failure = Some(format!("{} {e}", e.status()));
+                // The first start's failure is told once the exit is
+                // recorded (and with --rm, removed), so that what ctr-spawn's
+                // caller sees next is final. A container that could not
+                // start at all is not restarted (Docker leaves it as it is);
+                // a failed restart counts as a run.
+                let first = report_fd.is_some();
+                if let Some(fd) = report_fd.take() {
+                    failure = Some((fd, format!("{} {e}", e.status())));
                 }
-                i32::from(e.status())
+                let oom = cgroup.oom_killed();
+                watcher::after_exit(root, &id, i32::from(e.status()), oom, !first, Duration::ZERO, backoff)
             }
         };
-        let oom = cgroup.oom_killed();
-        // A container that could not start at all is not restarted
-        // (Docker leaves it as it is).
-        match record_exit(root, &id, code, oom, started && launch.restart != crate::restart::Policy::No) {
-            Ok(Some(true)) => {}
-            Ok(Some(false)) => break false,
-            Ok(None) => break true,
-            Err(_) => break false,
-        }
-        let delay = backoff.delay(began.elapsed());
-        match wait_restart(root, &id, delay) {
-            Ok(true) => {}
-            Ok(false) => break false,
-            Err(()) => break true,
+        match next {
+            Next::Restart(b) => backoff = b,
+            Next::Stop => break false,
+            Next::Removed => break true,
         }
     };
-    let destroyed = cgroup.destroy();
-    if !removed {
-        if let Ok(state) = lifecycle::load(root, &id) {
-            if state.auto_remove {
-                let _ = teardown::remove(root, &id, &Removal::of(&state, true));
-            }
-        }
+    let finished = watcher::finish(root, &id, &plan.cgroup_path, removed);
+    if let Some((fd, message)) = failure {
+        report(&mut Some(fd), &message);
     }
-    if let Some(f) = failure {
-        report(&mut report_fd, &f);
-    }
-    if destroyed.is_err() {
-        1
-    } else {
-        0
-    }
-}
-
-/// Records an exit and decides (under the state lock, so a concurrent
-/// ctr-kill --stop is seen) whether the policy restarts the container:
-/// Some(true) restart, Some(false) stay down, None removed meanwhile.
-fn record_exit(
-    root: &StateRoot,
-    id: &str,
-    code: i32,
-    oom: bool,
-    may_restart: bool,
-) -> Result<Option<bool>, Error> {
-    let policy = |s: &kist_common::container::ContainerState| -> bool {
-        may_restart && policy_of(root, id).restarts(code, s.restart_count, s.stopped_by_user)
-    };
-    let pid = std::process::id() as i32;
-    match lifecycle::update(root, id, |s| {
-        s.pid = None;
-        s.exit_code = Some(code);
-        s.oom_killed = oom;
-        s.finished_at = Some(container::now_rfc3339());
-        s.ports.clear();
-        s.networks.clear();
-        let again = policy(s);
-        if again {
-            s.status = Status::Restarting;
-            s.restart_count += 1;
-            s.owner_pid = Some(pid);
-        } else {
-            s.status = Status::Exited;
-            s.owner_pid = None;
-        }
-        again
-    }) {
-        Ok((_, again)) => Ok(Some(again)),
-        Err(ContainerError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn policy_of(root: &StateRoot, id: &str) -> crate::restart::Policy {
-    let paths = container::ContainerPaths::new(root, id);
-    std::fs::read(super::create::launch_path(&paths))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Launch>(&b).ok())
-        .map(|l| l.restart)
-        .unwrap_or_default()
-}
-
-/// Sleeps out the backoff, watching for a stop by the user or a removal:
-/// Ok(true) start again, Ok(false) stopped (recorded as exited), Err removed.
-fn wait_restart(root: &StateRoot, id: &str, delay: Duration) -> Result<bool, ()> {
-    let end = Instant::now() + delay;
-    loop {
-        let now = Instant::now();
-        let stopped = match lifecycle::load(root, id) {
-            Ok(s) => s.stopped_by_user,
-            Err(_) => return Err(()),
-        };
-        if stopped {
-            let _ = lifecycle::update(root, id, |s| {
-                s.status = Status::Exited;
-                s.owner_pid = None;
-            });
-            return Ok(false);
-        }
-        if now >= end {
-            return Ok(true);
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
+    i32::from(finished.is_err())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe"))
 }
 
-/// One run of the container: start it with its output on pipes, record
-/// it as running, log its output until the init exits; returns the
-/// Docker-style status.
-fn run_once(
+/// Starts the container once with its output on pipes and records it as
+/// running; tells the waiting ctr-spawn (first start only).
+fn start_once(
     root: &StateRoot,
     plan: &Plan,
     cgroup: &cgroups::Cgroup,
-    log: &mut LogFile,
-    sfd: RawFd,
     report_fd: &mut Option<OwnedFd>,
-) -> Result<i32, Error> {
+) -> Result<Run, Error> {
     let tty = plan.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     // With -i the container's stdin stays open (nothing is ever written).
-    let mut _stdin_keep = None;
+    let mut stdin = None;
     if !tty {
         let _ = nix::unistd::dup2(out_w.as_raw_fd(), 1);
         let _ = nix::unistd::dup2(err_w.as_raw_fd(), 2);
         if plan.interactive {
             let (in_r, in_w) = pipe()?;
             let _ = nix::unistd::dup2(in_r.as_raw_fd(), 0);
-            _stdin_keep = Some(in_w);
+            stdin = Some(in_w);
         }
     }
     let started = super::start(root, plan, Some(cgroup));
     null_stdio();
     drop(out_w);
     drop(err_w);
-    let running = started?;
+    let mut running = started?;
     let pid = running.pid;
     let owner = std::process::id() as i32;
     let (ports, networks) = super::attached::net_view(&running);
@@ -331,86 +283,71 @@ fn run_once(
         return Err(e.into());
     }
     report(report_fd, "ok");
-    let mut sources: Vec<(OwnedFd, Stream)> = match running.terminal {
+    let outputs = match running.terminal.take() {
         Some(master) => vec![(master, Stream::Stdout)],
         None => vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)],
     };
-    for (fd, _) in &sources {
-        let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-    }
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut status = None;
-    loop {
-        let mut pfds: Vec<libc::pollfd> = sources
-            .iter()
-            .map(|(fd, _)| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
-        pfds.push(libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 });
-        // SAFETY: a valid array of pollfds of the length passed.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            continue;
+    let (network, ports) = match running.net.take() {
+        Some(a) => {
+            let (n, p) = a.hand_over();
+            (Some(n), p)
         }
-        let mut closed = Vec::new();
-        for (i, (fd, stream)) in sources.iter().enumerate() {
-            if pfds[i].revents == 0 {
-                continue;
-            }
-            if !drain(fd.as_raw_fd(), *stream, log, &mut buf) {
-                log.flush(*stream);
-                closed.push(i);
-            }
-        }
-        for i in closed.into_iter().rev() {
-            sources.remove(i);
-        }
-        if pfds[pfds.len() - 1].revents != 0 {
-            let mut info = std::mem::MaybeUninit::<libc::signalfd_siginfo>::uninit();
-            // SAFETY: reading one siginfo into a buffer of its size.
-            while unsafe {
-                libc::read(sfd, info.as_mut_ptr().cast(), std::mem::size_of::<libc::signalfd_siginfo>())
-            } > 0
-            {}
-            // Reap the init and every orphan handed to us as subreaper.
-            loop {
-                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(p, code)) if p == pid => status = Some(code),
-                    Ok(WaitStatus::Signaled(p, s, _)) if p == pid => status = Some(128 + s as i32),
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        }
-        if let Some(code) = status {
-            // What the init wrote before it exited is in the pipes: take it,
-            // but do not wait for descendants that keep them open.
-            for (fd, stream) in &sources {
-                drain(fd.as_raw_fd(), *stream, log, &mut buf);
-                log.flush(*stream);
-            }
-            return Ok(code);
-        }
-    }
+        None => (None, Vec::new()),
+    };
+    Ok(Run { pid, outputs, stdin, network, ports })
 }
 
-/// Reads what is available; false at the end of the stream.
-fn drain(fd: RawFd, stream: Stream, log: &mut LogFile, buf: &mut [u8]) -> bool {
-    loop {
-        // SAFETY: reading into a valid buffer of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            log.feed(stream, &buf[..n as usize]);
-            continue;
-        }
-        if n == 0 {
-            return false;
-        }
-        let e = nix::errno::Errno::last();
-        return match e {
-            nix::errno::Errno::EAGAIN => true,
-            nix::errno::Errno::EINTR => continue,
-            // EIO: the pty's slave side is closed.
-            _ => false,
-        };
+/// This executable's path, as a restart must find it again (a binary
+/// replaced by an upgrade shows as "PATH (deleted)": the new one is meant).
+fn own_exe() -> Option<PathBuf> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let text = exe.as_os_str().as_bytes();
+    Some(match text.strip_suffix(b" (deleted)") {
+        Some(t) => PathBuf::from(std::ffi::OsStr::from_bytes(t)),
+        None => exe,
+    })
+}
+
+/// Execs ctr-monitor (next to this executable) with the running container
+/// handed over; returns the run untouched when there is none or the exec
+/// failed, for this process to watch it itself.
+fn hand_over(root: &StateRoot, id: &str, run: Run, backoff: Backoff) -> Run {
+    let Some(spawn) = own_exe() else { return run };
+    let Some(monitor) = spawn.parent().map(|d| d.join("ctr-monitor")).filter(|p| p.is_file()) else {
+        return run;
+    };
+    let fd_of = |s: Stream| run.outputs.iter().find(|(_, x)| *x == s).map(|(fd, _)| fd.as_raw_fd());
+    let h = Handover {
+        root: root.path().to_path_buf(),
+        id: id.to_string(),
+        pid: run.pid.as_raw(),
+        stdout_fd: fd_of(Stream::Stdout),
+        stderr_fd: fd_of(Stream::Stderr),
+        stdin_fd: run.stdin.as_ref().map(|fd| fd.as_raw_fd()),
+        network: run.network.clone(),
+        port_fds: run.ports.iter().map(|fd| fd.as_raw_fd()).collect(),
+        backoff,
+        respawn: spawn,
+    };
+    let inherited: Vec<RawFd> = [h.stdout_fd, h.stderr_fd, h.stdin_fd]
+        .into_iter()
+        .flatten()
+        .chain(h.port_fds.iter().copied())
+        .collect();
+    for fd in &inherited {
+        let _ = nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()));
     }
+    let argv: Result<Vec<CString>, _> = std::iter::once(monitor.as_os_str().to_os_string())
+        .chain(h.args())
+        .map(|a| CString::new(a.as_bytes()))
+        .collect();
+    if let Ok(argv) = argv {
+        // execv keeps the blocked signals and the subreaper flag; on success
+        // this process is ctr-monitor from here on.
+        let _ = nix::unistd::execv(&argv[0], &argv);
+    }
+    for fd in &inherited {
+        let _ = nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+    run
 }

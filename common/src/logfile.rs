@@ -30,7 +30,7 @@ struct Line<'a> {
 }
 
 /// The stream a chunk came from.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     Stdout = 0,
     Stderr = 1,
@@ -84,7 +84,7 @@ impl LogFile {
     }
 
     fn write_line(&mut self, stream: Stream, text: &[u8]) {
-        let time = kist_common::container::now_rfc3339();
+        let time = crate::container::now_rfc3339();
         let log = String::from_utf8_lossy(text);
         let Ok(mut line) = serde_json::to_vec(&Line { log: &log, stream: stream.name(), time: &time }) else {
             return;
