@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 need dockerd docker.io
 need podman podman
 need jq jq
-[ -x "$BIN/ctr-spawn" ] || { echo "ctr-spawn not built in $BIN (cargo build --release -p ctr-spawn)" >&2; exit 1; }
+for t in ctr-spawn ctr-monitor ctr-kill; do [ -x "$BIN/$t" ] || { echo "$t not built in $BIN (cargo build --release -p $t)" >&2; exit 1; }; done
 
 # apt-get above needed the host's network; the rest runs in a private
 # namespace of its own.
@@ -76,7 +76,7 @@ cat <<MD
 ## Monitor memory per detached container
 
 $N containers \`sleep 1000\` from the same busybox root per runtime, started one after another, then the median
-over the $N monitor processes: kist's monitor (\`ctr-spawn -d\`, release build), containerd-shim-runc-v2
+over the $N monitor processes: kist's monitor (ctr-monitor, which \`ctr-spawn -d\` hands each container to; release build, bridge network), containerd-shim-runc-v2
 (\`docker run -d\`, docker $(docker -H "$sock" version --format '{{.Server.Version}}' 2>/dev/null || echo '?')), conmon
 (\`podman run -d --network none $(podman_ulimits)\`, podman $(podman --version 2>/dev/null | awk '{print $3}'), vfs storage, cgroupfs,
 runc; the ulimits because podman's defaults need CAP_SYS_RESOURCE, which this host lacks). VmRSS counts shared
