@@ -275,10 +275,18 @@ fn log_until_exit(pid: Pid, mut sources: Vec<(OwnedFd, Stream)>, log: &mut LogFi
             nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
     }
     let mut buf = vec![0u8; 32 * 1024];
+    let mut init_exited = false;
     loop {
         // Checked before sleeping too: a SIGCHLD that came before the
         // signalfd existed (across ctr-spawn's exec) is not queued on it.
-        if let Some(code) = reap(pid) {
+        // Once the pidfd said the init has exited, its status is waited
+        // for: a tracer may hold the zombie a moment, and polling a
+        // readable pidfd again would spin.
+        let status = match reap(pid) {
+            None if init_exited => Some(wait_for(pid)),
+            other => other,
+        };
+        if let Some(code) = status {
             // What the init wrote before it exited is in the pipes: take it,
             // but do not wait for descendants that keep them open.
             for (fd, stream) in &sources {
@@ -314,6 +322,19 @@ fn log_until_exit(pid: Pid, mut sources: Vec<(OwnedFd, Stream)>, log: &mut LogFi
         }
         if let Some(s) = &sfd {
             while let Ok(Some(_)) = s.read_signal() {}
+        }
+        init_exited = init_fd.is_some() && pfds.last().is_some_and(|p| p.revents != 0);
+    }
+}
+
+/// The init's status, waiting for it (it is known to have exited).
+fn wait_for(init: Pid) -> i32 {
+    loop {
+        match waitpid(init, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
+            Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+            Err(_) => return 255,
         }
     }
 }
