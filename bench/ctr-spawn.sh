@@ -35,10 +35,15 @@ cleanup() {
     umount -R "$tmp/docker" 2>/dev/null || true
     # runc removes its own cgroup but not the parent this script named.
     for d in /sys/fs/cgroup/*/kist-bench /sys/fs/cgroup/kist-bench; do rmdir "$d/runc" "$d" 2>/dev/null || true; done
+    rm -rf "${tmp:?}"/*
+    bench_fs_cleanup "$tmp"
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 [ -n "${BENCH_KEEP:-}" ] && trap - EXIT
+# Everything (kist's root, the bundles, docker's data root) on one file
+# system: by default a fresh journalled ext4 (bench_fs in bench/lib.sh).
+bench_fs "$tmp"
 
 # The unpacked image: one snapshot holding busybox-static and its applets.
 root=$tmp/root
@@ -106,6 +111,7 @@ cat <<EOF
 default namespaces, mounts, capabilities, seccomp profile, cgroup), against \`runc run\` and \`crun run\` of the
 same config.json over a plain copy of the root (no overlay to mount), and \`docker run --rm\` (docker $(docker -H "$sock" version --format '{{.Server.Version}}'),
 its own dockerd on a temporary data root). hyperfine, $RUNS runs after 5 warm-ups, one run of this script.
+Everything on $BENCH_FSDESC; load average at the end: $(loadavg).
 
 crun refuses this host's hybrid cgroup layout: it was measured inside \`unshare -m\` with cgroup2 mounted on
 /sys/fs/cgroup and without \`linux.resources\` in its config, and ctr-spawn was measured again in that same

@@ -134,3 +134,36 @@ prio_exec() {
     fi
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# bench_fs DIR: makes DIR (an empty directory) the file system the bench
+# writes to, by $BENCH_FS: "loop" (the default) mounts a fresh ext4 (mkfs
+# defaults, with a journal) on a loop device with direct I/O, backed by
+# DIR.img on the host disk; "host" leaves DIR on the host's file system.
+# This machine's root is ext4 *without* a journal, where every inode
+# created within seconds of many deletions scans the recently deleted ones
+# (ext4 recently_deleted(): 16 % of a `ctr-spawn --rm` run's CPU, growing
+# with the run count, and docker's overlay2 pays it as well); see the
+# img-unpack bench. Sets BENCH_FSDESC; bench_fs_cleanup DIR undoes it
+# (call it after everything under DIR is unmounted and removed).
+bench_fs() {
+    local dir=$1 dev
+    BENCH_FSDESC="the host's $(findmnt -no FSTYPE -T "$dir") file system under /tmp"
+    [ "${BENCH_FS:-loop}" = loop ] || return 0
+    truncate -s 8G "$dir.img"
+    mkfs.ext4 -q -F "$dir.img"
+    if dev=$(losetup --direct-io=on -f --show "$dir.img" 2>/dev/null) && mount "$dev" "$dir"; then
+        BENCH_FSDESC="a fresh ext4 file system (mkfs.ext4 defaults, journal) on a loop device with direct I/O, backed by a file on the host disk"
+    else
+        echo "bench: no loop device, measuring on the host file system" >&2
+        [ -n "${dev:-}" ] && losetup -d "$dev" 2>/dev/null
+        rm -f "$dir.img"
+    fi
+}
+bench_fs_cleanup() {
+    local dir=$1 dev
+    if dev=$(findmnt -no SOURCE --mountpoint "$dir" 2>/dev/null) && [ -n "$dev" ]; then
+        umount "$dir" 2>/dev/null || umount -l "$dir"
+        losetup -d "$dev" 2>/dev/null || true
+    fi
+    rm -f "$dir.img"
+}

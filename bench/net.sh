@@ -40,9 +40,14 @@ cleanup() {
     # shellcheck disable=SC2086
     podman $pargs rm -f -a >/dev/null 2>&1 || true
     umount -R "$tmp/docker" "$tmp/podman" 2>/dev/null || true
+    rm -rf "${tmp:?}"/*
+    bench_fs_cleanup "$tmp"
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+# kist's root and docker's and podman's storage on one file system: by
+# default a fresh journalled ext4 (bench_fs in bench/lib.sh).
+bench_fs "$tmp"
 
 bench_busybox_snapshot "$root" "$tmp/record.json"
 snap=$SNAP
@@ -117,7 +122,7 @@ kist: \`ctr-spawn -d --network bridge -p 127.0.0.1:PORT:80\` (release build: vet
 lease, nftables DNAT element, port reservation; returns once the container runs). docker: \`docker run -d -p
 127.0.0.1:PORT:80\` (docker $dver, its own dockerd with docker0, iptables and docker-proxy). podman: \`podman
 run -d $(podman_ulimits) -p 127.0.0.1:PORT:80\` (podman $(podman --version 2>/dev/null | awk '{print $3}'), vfs, cgroupfs, runc)${pnote:+: could not start a container here (\`$pnote\`)}.
-All in one private network namespace; load average at the end: $load. One run of this script.
+All in one private network namespace, on $BENCH_FSDESC; load average at the end: $load. One run of this script.
 Published port check (kist): $check.
 
 | start | median | kist / peer |

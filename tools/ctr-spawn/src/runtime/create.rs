@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use kist_common::container::{self, ContainerPaths, ContainerState, Status};
-use kist_common::fsutil::{atomic_write_all, atomic_write_nosync, Lock};
+use kist_common::fsutil::{atomic_write_all_syncing, atomic_write_nosync, Lock};
 use kist_common::record::SnapshotRecord;
 use kist_common::teardown::{self, Removal};
 use kist_common::StateRoot;
@@ -120,14 +120,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
     };
     let name = match &opts.name {
         Some(n) => {
-            container::claim_name(&root, n, &id)?;
+            container::claim_name_durable(&root, n, &id, false)?;
             n.clone()
         }
         None => {
             let mut retry = 0;
             loop {
                 let n = names::generated_name(retry);
-                match container::claim_name(&root, &n, &id) {
+                match container::claim_name_durable(&root, &n, &id, false) {
                     Ok(()) => break n,
                     Err(container::ContainerError::NameInUse { .. }) if retry < 20 => retry += 1,
                     Err(e) => return Err(e.into()),
@@ -231,8 +231,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
                 atomic_write_nosync(path, bytes)?;
             }
         } else {
+            // The name claim (linked without an fsync above) and the
+            // directory entries leading to the container are made durable
+            // in the same parallel batch, before state.json is renamed in.
             let refs: Vec<(&Path, &[u8])> = files.iter().map(|(p, b)| (p.as_path(), b.as_slice())).collect();
-            atomic_write_all(&refs)?;
+            let claim = root.names_dir().join(&name);
+            let containers = root.containers_dir();
+            let names = root.names_dir();
+            atomic_write_all_syncing(&refs, &[&claim, &names, &containers])?;
         }
     }
     drop(snapshots_lock);

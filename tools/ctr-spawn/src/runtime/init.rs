@@ -94,9 +94,14 @@ fn run(plan: &Plan, sock: RawFd, tty: bool) -> Result<std::convert::Infallible, 
     for m in spec.mounts().as_deref().unwrap_or_default() {
         mount_one(plan, r, m, &gate)?;
     }
-    gate.pass()?;
     create_devices(r)?;
-    let console = if tty { Some(open_pty(r, sock)?) } else { None };
+    let console = if tty {
+        // The parent reads the terminal only after the gate.
+        gate.pass()?;
+        Some(open_pty(r, sock)?)
+    } else {
+        None
+    };
 
     // pivot_root(".", ".") then detach the old root: no path to the host remains.
     nix::unistd::fchdir(r).map_err(setup("chdir rootfs"))?;
@@ -187,6 +192,9 @@ fn run(plan: &Plan, sock: RawFd, tty: bool) -> Result<std::convert::Infallible, 
         Some(s) => Some(seccomp::compile(s).map_err(|e| other(format!("seccomp: {e}")))?),
         None => None,
     };
+    // In the cgroup, with the network configured, before any privilege is
+    // dropped (unsharing the cgroup namespace needs CAP_SYS_ADMIN).
+    gate.pass()?;
     let nnp = process.no_new_privileges() == Some(true);
     if let (Some(f), false) = (&filter, nnp) {
         seccomp::load(f).map_err(|e| other(format!("seccomp: {e}")))?;
@@ -343,12 +351,17 @@ fn mount_overlay_fsconfig(plan: &Plan) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The point past which the init must be in its cgroup: the parent's `G`.
-/// The mounts that do not depend on the cgroup are made before it, while
-/// the parent is still writing cgroup files (v1 moves are slow: one RCU
-/// grace period per hierarchy). Nothing before the gate forks, allocates
-/// much or execs; /sys/fs/cgroup (which shows the container's own cgroup)
-/// and everything after the mounts come after it.
+/// The point past which the init must be in its cgroup and have its
+/// network: the parent's `G`. The parent moves the init into its cgroup
+/// (slow on v1: the first move waits for an RCU grace period, several
+/// milliseconds, more under load) and attaches its network meanwhile, so
+/// the init builds its whole root before the gate: mounts, devices,
+/// pivot_root, masked paths, host name, working directory, the compiled
+/// seccomp filter. Nothing before the gate forks or execs, and no
+/// privilege is dropped before it. With a cgroup namespace (cgroup v2) the
+/// gate comes before the /sys/fs/cgroup mount, which must show the
+/// container's cgroup as its root; without one, /sys/fs/cgroup binds the
+/// cgroup directories the parent created, known by path, and needs no gate.
 struct Gate {
     sock: RawFd,
     passed: std::cell::Cell<bool>,
@@ -415,8 +428,10 @@ fn mount_one(plan: &Plan, root: RawFd, m: &Mount, gate: &Gate) -> Result<(), Fai
         return Ok(());
     }
     if typ == "cgroup" {
-        gate.pass()?;
-        return mount_cgroup(root, dst, flags);
+        if gate.cgroup_ns {
+            gate.pass()?;
+        }
+        return mount_cgroup(root, dst, flags, &plan.cgroup_path);
     }
     let target = fs::ensure_in_root(root, dst, Kind::Dir).map_err(setup(what("create target for")))?;
     let source = m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_else(|| typ.to_string());
@@ -426,8 +441,11 @@ fn mount_one(plan: &Plan, root: RawFd, m: &Mount, gate: &Gate) -> Result<(), Fai
 
 /// /sys/fs/cgroup: on cgroup v2 a cgroup2 mount (inside the container's
 /// cgroup namespace); on v1 and hybrid hosts, as runc does, a tmpfs with
-/// each v1 hierarchy's container directory bind-mounted read-only.
-fn mount_cgroup(root: RawFd, dst: &Path, flags: MsFlags) -> Result<(), Failure> {
+/// each v1 hierarchy's container directory (`cgroup_path` beneath the
+/// hierarchy's mount point, created by the parent before the clone)
+/// bind-mounted read-only; a hierarchy without one shows the cgroup the
+/// init is in (inherited from ctr-spawn, the parent does not move it there).
+fn mount_cgroup(root: RawFd, dst: &Path, flags: MsFlags, cgroup_path: &str) -> Result<(), Failure> {
     let target = fs::ensure_in_root(root, dst, Kind::Dir).map_err(setup("create /sys/fs/cgroup"))?;
     if crate::bundle::cgroup2_only() {
         return fs::mount_fs_on(&target, "cgroup", "cgroup2", flags, "").map_err(setup("mount cgroup2"));
@@ -467,9 +485,14 @@ fn mount_cgroup(root: RawFd, dst: &Path, flags: MsFlags) -> Result<(), Failure> 
                 None
             }
         });
-        let Some(path) = path else { continue };
-        let rel = path.strip_prefix(hroot).unwrap_or(&path).trim_start_matches('/');
-        let src = Path::new(mountpoint).join(rel);
+        let own = Path::new(mountpoint).join(cgroup_path.trim_start_matches('/'));
+        let src = if own.is_dir() {
+            own
+        } else {
+            let Some(path) = path else { continue };
+            let rel = path.strip_prefix(hroot).unwrap_or(&path).trim_start_matches('/');
+            Path::new(mountpoint).join(rel)
+        };
         let Ok(src_fd) = nix::fcntl::open(
             &src,
             nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,

@@ -153,29 +153,28 @@ pub fn start(
         let _ = waitpid(pid, None);
         reported.unwrap_or(e)
     };
-    if let Some(cg) = cgroup {
-        cg.add_pid(pid.as_raw()).map_err(fail)?;
-    }
     // The network, while the init waits for its go: it execs the command
     // with eth0 configured.
-    let net = match &plan.network {
-        Some(req) => {
-            let attached = std::fs::File::open(format!("/proc/{}/ns/net", pid.as_raw()))
-                .map_err(|e| Error::Sys(format!("the container's network namespace: {e}")))
-                .and_then(|ns| {
-                    let hosts = plan.paths.hosts();
-                    let who = kist_common::net::Endpoint {
-                        container_id: &plan.id,
-                        name: &plan.name,
-                        hostname: &plan.hostname,
-                        hosts_file: &hosts,
-                    };
-                    Ok(kist_common::net::attach(root, req, &who, ns.as_raw_fd())?)
-                });
-            Some(attached.map_err(fail)?)
-        }
-        None => None,
+    let attach = || -> Result<Option<kist_common::net::Attachment>, Error> {
+        let Some(req) = &plan.network else { return Ok(None) };
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", pid.as_raw()))
+            .map_err(|e| Error::Sys(format!("the container's network namespace: {e}")))?;
+        let hosts = plan.paths.hosts();
+        let who = kist_common::net::Endpoint {
+            container_id: &plan.id,
+            name: &plan.name,
+            hostname: &plan.hostname,
+            hosts_file: &hosts,
+        };
+        Ok(Some(kist_common::net::attach(root, req, &who, ns.as_raw_fd())?))
     };
+    // Placed in its cgroup meanwhile (see cgroups::Cgroup::add_pid_while).
+    let (placed, net) = match cgroup {
+        Some(cg) if plan.network.is_some() => cg.add_pid_while(pid.as_raw(), attach),
+        Some(cg) => (cg.add_pid(pid.as_raw()), Ok(None)),
+        None => (Ok(()), attach()),
+    };
+    let net = placed.and(net).map_err(fail)?;
     msg::send_go(parent_sock.as_raw_fd())
         .map_err(|e| fail(Error::Sys(format!("starting the init: {}", e.desc()))))?;
     let mut terminal = None;
