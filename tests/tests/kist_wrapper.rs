@@ -139,6 +139,15 @@ fn kist_errors_exit_125_like_docker() {
     let out = run(&mut kist(&root, &["inspect", "nosuch"]));
     assert_eq!(out.code(), 1);
     assert!(out.stderr_str().contains("No such object: nosuch"));
+    // docker exec and docker port on a missing container: 1, as the daemon's refusal.
+    let out = run(&mut kist(&root, &["exec", "nosuch", "true"]));
+    assert_eq!(out.code(), 1, "{}", out.stderr_str());
+    assert!(out.stderr_str().contains("no such container: nosuch"), "{}", out.stderr_str());
+    let out = run(&mut kist(&root, &["exec", "--no-such-flag", "nosuch", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr_str());
+    let out = run(&mut kist(&root, &["port", "nosuch"]));
+    assert_eq!(out.code(), 1);
+    assert_eq!(out.stderr_str(), "Error: No such container: nosuch\n");
 }
 
 #[test]
