@@ -288,3 +288,42 @@ fn ps_images_and_stats_take_docker_templates() {
     out.assert_ok();
     assert!(out.stdout_str().contains("ctr-spawn"), "{}", out.stdout_str());
 }
+
+/// `{{.Mounts}}` as docker ps renders it: each volume's name, else the
+/// bind mount's source, cut to 15 characters (the last one `…`) unless
+/// --no-trunc; tmpfs and kist's own /etc files are not listed; and
+/// `{{.LocalVolumes}}` counts the volumes.
+#[test]
+fn ps_mounts_show_volumes_and_bind_sources_like_docker() {
+    let (root, _reg, img) = with_image();
+    run(&mut kist(&root, &["pull", "-q", &img])).assert_ok();
+    let dir = tempfile::Builder::new().prefix("kist-a-long-bind-source-").tempdir().unwrap();
+    let src = std::fs::canonicalize(dir.path()).unwrap().display().to_string();
+    let bind = format!("{src}:/b:ro");
+    #[rustfmt::skip]
+    let out = run(&mut kist(&root, &[
+        "create", "--name", "mnt", "-v", "named1:/n", "-v", &bind, "-v", "/anon", "--tmpfs", "/t", &img, "true",
+    ]));
+    out.assert_ok();
+    let full =
+        run(&mut kist(&root, &["ps", "-a", "--no-trunc", "--format", "{{.Mounts}}|{{.LocalVolumes}}"]));
+    full.assert_ok();
+    let (mounts, count) =
+        full.stdout_str().trim().split_once('|').map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+    let parts: Vec<&str> = mounts.split(',').collect();
+    assert_eq!(parts.len(), 3, "{mounts}");
+    assert_eq!(parts[0], "named1");
+    assert_eq!(parts[1], src);
+    let anon = parts[2];
+    assert_eq!(anon.len(), 64, "{mounts}");
+    assert!(root.path().join("volumes").join(anon).join("_data").is_dir(), "{anon} is not a volume");
+    assert_eq!(count, "2");
+    let short: String = src.chars().take(14).collect::<String>() + "…";
+    let cut = run(&mut kist(&root, &["ps", "-a", "--format", "{{.Mounts}}"]));
+    assert_eq!(cut.stdout_str(), format!("named1,{short},{}…\n", &anon[..14]));
+    let out = run(&mut kist(&root, &["ps", "-a", "--format", "{{json .}}"]));
+    let v: serde_json::Value = serde_json::from_str(out.stdout_str().trim()).unwrap();
+    assert_eq!(v["Mounts"], format!("named1,{short},{}…", &anon[..14]).as_str());
+    assert_eq!(v["LocalVolumes"], "2");
+    run(&mut kist(&root, &["rm", "-v", "mnt"])).assert_ok();
+}

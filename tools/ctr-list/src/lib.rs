@@ -332,6 +332,21 @@ pub fn template_row(rec: &ContainerRecord, trunc: bool, now: f64) -> Row {
     }
 }
 
+/// docker ps' Mounts (each volume's name, else the bind source, cut to 15
+/// characters unless --no-trunc) and LocalVolumes (how many are volumes),
+/// from the container's config.json; the record's volumes if that cannot
+/// be read (a container being removed).
+fn add_mounts(row: &mut Row, root: &StateRoot, rec: &ContainerRecord, trunc: bool) {
+    let Ok(mounts) = kist_common::container::user_mounts(root, &rec.id) else { return };
+    let cut = |m: String| if trunc { ellipsis(&m, 15) } else { m };
+    let names: Vec<String> = mounts
+        .iter()
+        .map(|m| cut(m.volume.clone().unwrap_or_else(|| m.source.display().to_string())))
+        .collect();
+    row.set("Mounts", names.join(","));
+    row.set("LocalVolumes", mounts.iter().filter(|m| m.volume.is_some()).count().to_string());
+}
+
 /// docker ps' column headers.
 pub fn header(field: &str) -> Option<String> {
     let h = match field {
@@ -389,7 +404,19 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
                 template::Template::parse(DEFAULT_TABLE).map_err(|e| Error::Usage(e.to_string()))?
             }
         };
-        let rows: Vec<Row> = recs.iter().map(|r| template_row(r, trunc, host.now)).collect();
+        // Mounts and LocalVolumes need the container's config.json: read
+        // only when the template shows them.
+        let mounts = tmpl.uses("Mounts") || tmpl.uses("LocalVolumes");
+        let rows: Vec<Row> = recs
+            .iter()
+            .map(|r| {
+                let mut row = template_row(r, trunc, host.now);
+                if mounts {
+                    add_mounts(&mut row, &root, r, trunc);
+                }
+                row
+            })
+            .collect();
         let t = tmpl.render(&rows, &header).map_err(|e| Error::Usage(e.to_string()))?;
         out.write_all(t.as_bytes()).map_err(Error::Stdout)?;
     } else {
