@@ -382,8 +382,14 @@ fn port_prints_dockers_lines() {
     for (args, err) in [
         (&["port", "pw", "81"][..], "Error: No public port '81' published for pw\n"),
         (&["port", "pw", "9"][..], "Error: No public port '9' published for pw\n"),
-        (&["port", "pw", "abc"][..], "Error: invalid port (abc): strconv.ParseUint: parsing \"abc\": invalid syntax\n"),
-        (&["port", "pw", "70000"][..], "Error: invalid port (70000): strconv.ParseUint: parsing \"70000\": value out of range\n"),
+        (
+            &["port", "pw", "abc"][..],
+            "Error: invalid port (abc): strconv.ParseUint: parsing \"abc\": invalid syntax\n",
+        ),
+        (
+            &["port", "pw", "70000"][..],
+            "Error: invalid port (70000): strconv.ParseUint: parsing \"70000\": value out of range\n",
+        ),
         (&["port", "nosuch"][..], "Error: No such container: nosuch\n"),
     ] {
         let out = s.kist(args);

@@ -61,7 +61,9 @@ impl Error {
         match self {
             Error::Exec { status, .. } => *status,
             Error::NotRunning(_) | Error::Paused(_) => 1,
-            Error::Lifecycle(lifecycle::LifecycleError::NotFound(_) | lifecycle::LifecycleError::Ambiguous { .. }) => 1,
+            Error::Lifecycle(
+                lifecycle::LifecycleError::NotFound(_) | lifecycle::LifecycleError::Ambiguous { .. },
+            ) => 1,
             Error::Container(kist_common::container::ContainerError::NotFound(_)) => 1,
             _ => 125,
         }
@@ -75,9 +77,9 @@ pub fn clap_error(e: clap::Error) -> std::process::ExitCode {
     use clap::error::ErrorKind;
     let _ = e.print();
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            std::process::ExitCode::SUCCESS
-        }
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => std::process::ExitCode::SUCCESS,
         _ => std::process::ExitCode::from(125),
     }
 }
