@@ -327,3 +327,80 @@ fn ps_mounts_show_volumes_and_bind_sources_like_docker() {
     assert_eq!(v["LocalVolumes"], "2");
     run(&mut kist(&root, &["rm", "-v", "mnt"])).assert_ok();
 }
+
+/// `system prune` as docker 20.10's: the prompt lists what -a and
+/// --volumes add and nothing happens without a yes; -f removes the
+/// stopped containers, then (--volumes) every volume no remaining
+/// container mounts, named or anonymous, then the dangling images, or
+/// with -a every image name no container holds (an in-use image keeps its
+/// last name), in docker's sections.
+#[test]
+fn system_prune_all_and_volumes_like_docker() {
+    let (root, reg, img) = with_image();
+    let m = kist_tests::image::multilayer();
+    reg.push(&m.layout, &m.tag, "w/other:1");
+    let other = reg.reference("w/other:1");
+    reg.push(&kist_tests::image::busybox().layout, &kist_tests::image::busybox().tag, "w/busybox:second");
+    let second = reg.reference("w/busybox:second");
+    for r in [&img, &other, &second] {
+        run(&mut kist(&root, &["pull", "-q", r])).assert_ok();
+    }
+    let vols = root.path().join("volumes");
+    run(&mut kist(&root, &["run", "-d", "--name", "keeper", "-v", "inuse:/u", &img, "sleep", "1000"])).assert_ok();
+    run(&mut kist(&root, &["create", "--name", "stopped", "-v", "gone:/g", "-v", "/anon", &img, "true"])).assert_ok();
+    std::fs::create_dir_all(vols.join("loose").join("_data")).unwrap();
+    std::fs::write(vols.join("loose/_data/f"), "x").unwrap();
+    let anon: Vec<String> = std::fs::read_dir(&vols)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .collect();
+    assert_eq!(anon.len(), 1, "{anon:?}");
+
+    // No yes, nothing removed; the prompt says what -a and --volumes add.
+    let out = run_with_stdin(&mut kist(&root, &["system", "prune", "-a", "--volumes"]), b"n\n");
+    out.assert_ok();
+    let text = out.stdout_str();
+    for line in [
+        "WARNING! This will remove:",
+        "  - all stopped containers",
+        "  - all volumes not used by at least one container",
+        "  - all images without at least one container associated to them",
+        "Are you sure you want to continue? [y/N] ",
+    ] {
+        assert!(text.contains(line), "{text}");
+    }
+    let plain = run_with_stdin(&mut kist(&root, &["system", "prune"]), b"\n").stdout_str();
+    assert!(plain.contains("  - all dangling images") && !plain.contains("volumes"), "{plain}");
+    assert_eq!(run(&mut kist(&root, &["ps", "-a", "-q"])).stdout_str().lines().count(), 2);
+    assert!(vols.join("loose").exists() && vols.join("gone").exists());
+
+    // Without -a the named images stay; without --volumes the volumes stay.
+    let out = run_with_stdin(&mut kist(&root, &["system", "prune", "-f"]), b"");
+    out.assert_ok();
+    assert!(out.stdout_str().starts_with("Deleted Containers:\n"), "{}", out.stdout_str());
+    assert!(out.stdout_str().contains("Total reclaimed space: "), "{}", out.stdout_str());
+    assert_eq!(run(&mut kist(&root, &["ps", "-a", "--format", "{{.Names}}"])).stdout_str(), "keeper\n");
+    assert_eq!(run(&mut kist(&root, &["images", "-q"])).stdout_str().lines().count(), 2);
+    assert!(vols.join("gone").exists() && vols.join(&anon[0]).exists());
+
+    // -a --volumes (with a yes on stdin): unused volumes, named or not, and
+    // every image no container uses; the running container's survive.
+    let out = run_with_stdin(&mut kist(&root, &["system", "prune", "-a", "--volumes"]), b"y\n");
+    out.assert_ok();
+    let text = out.stdout_str();
+    assert!(text.contains("Deleted Volumes:\n"), "{text}");
+    for v in ["gone", "loose", anon[0].as_str()] {
+        assert!(!vols.join(v).exists(), "volume {v} left: {text}");
+        assert!(text.lines().any(|l| l == v), "{v} not reported: {text}");
+    }
+    assert!(vols.join("inuse").is_dir(), "a running container's volume was removed: {text}");
+    assert!(text.contains("Deleted Images:\nuntagged: "), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("deleted: sha256:")), "{text}");
+    let left = run(&mut kist(&root, &["images", "--format", "{{.Repository}}:{{.Tag}}"])).stdout_str();
+    assert_eq!(left.lines().count(), 1, "{left}");
+    assert!(!left.contains("w/other"), "{left}");
+    let out = run(&mut kist(&root, &["exec", "keeper", "true"]));
+    out.assert_ok();
+    run(&mut kist(&root, &["rm", "-f", "keeper"])).assert_ok();
+}
