@@ -239,6 +239,13 @@ struct ConfigMount {
 /// container's directory) and the default and tmpfs mounts are not the
 /// user's and are left out, as Docker leaves them out of Mounts.
 pub fn user_mounts(root: &StateRoot, id: &str) -> Result<Vec<UserMount>, ContainerError> {
+    let dir = root.container_dir(id);
+    Ok(bind_mounts(root, id)?.into_iter().filter(|m| !m.source.starts_with(&dir)).collect())
+}
+
+/// Every bind mount of a container's config.json in its order: the
+/// user's bind mounts and volumes and kist's own `/etc` files.
+pub fn bind_mounts(root: &StateRoot, id: &str) -> Result<Vec<UserMount>, ContainerError> {
     let paths = ContainerPaths::new(root, id);
     let path = paths.config();
     let bytes = std::fs::read(&path).map_err(|source| {
@@ -254,7 +261,7 @@ pub fn user_mounts(root: &StateRoot, id: &str) -> Result<Vec<UserMount>, Contain
     Ok(cfg
         .mounts
         .into_iter()
-        .filter(|m| m.typ == "bind" && m.source.is_absolute() && !m.source.starts_with(&paths.dir))
+        .filter(|m| m.typ == "bind" && m.source.is_absolute())
         .map(|m| {
             let volume = m.source.strip_prefix(&volumes).ok().and_then(|rest| {
                 let mut c = rest.components();
@@ -469,6 +476,7 @@ mod tests {
             (None, Path::new("/srv/b"), true)
         );
         assert!(matches!(user_mounts(&root, &"b".repeat(64)), Err(ContainerError::NotFound(_))));
+        assert_eq!(bind_mounts(&root, &id).unwrap().len(), 3);
     }
 
     #[test]

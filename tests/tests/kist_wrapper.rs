@@ -346,8 +346,10 @@ fn system_prune_all_and_volumes_like_docker() {
         run(&mut kist(&root, &["pull", "-q", r])).assert_ok();
     }
     let vols = root.path().join("volumes");
-    run(&mut kist(&root, &["run", "-d", "--name", "keeper", "-v", "inuse:/u", &img, "sleep", "1000"])).assert_ok();
-    run(&mut kist(&root, &["create", "--name", "stopped", "-v", "gone:/g", "-v", "/anon", &img, "true"])).assert_ok();
+    run(&mut kist(&root, &["run", "-d", "--name", "keeper", "-v", "inuse:/u", &img, "sleep", "1000"]))
+        .assert_ok();
+    run(&mut kist(&root, &["create", "--name", "stopped", "-v", "gone:/g", "-v", "/anon", &img, "true"]))
+        .assert_ok();
     std::fs::create_dir_all(vols.join("loose").join("_data")).unwrap();
     std::fs::write(vols.join("loose/_data/f"), "x").unwrap();
     let anon: Vec<String> = std::fs::read_dir(&vols)
