@@ -270,10 +270,11 @@ fn ps_images_and_stats_take_docker_templates() {
         assert!(v.get(k).is_some(), "stats {{{{json .}}}} lacks {k}: {v}");
     }
 
-    // inspect prints the records; pause/unpause/kill map onto ctr-kill.
+    // inspect prints docker's documents; pause/unpause/kill map onto ctr-kill.
     let out = run(&mut kist(&root, &["inspect", "tpl"]));
     out.assert_ok();
-    assert_eq!(out.records()[0]["id"], id.as_str());
+    let docs: serde_json::Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    assert_eq!(docs[0]["Id"], id.as_str());
     assert_eq!(run(&mut kist(&root, &["pause", "tpl"])).stdout_str(), "tpl\n");
     assert_eq!(run(&mut kist(&root, &["ps", "--format", "{{.State}}"])).stdout_str(), "paused\n");
     assert_eq!(run(&mut kist(&root, &["unpause", "tpl"])).stdout_str(), "tpl\n");
@@ -405,4 +406,74 @@ fn system_prune_all_and_volumes_like_docker() {
     let out = run(&mut kist(&root, &["exec", "keeper", "true"]));
     out.assert_ok();
     run(&mut kist(&root, &["rm", "-f", "keeper"])).assert_ok();
+}
+
+/// `kist inspect` prints docker inspect's documents (one JSON array, in
+/// the order named, containers and images alike) and `-f` renders Go
+/// templates over Docker's field names, with docker's errors.
+#[test]
+fn inspect_prints_dockers_documents_and_takes_go_templates() {
+    let (root, _reg, img) = with_image();
+    run(&mut kist(&root, &["pull", "-q", &img])).assert_ok();
+    let dir = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/b:ro", dir.path().display());
+    #[rustfmt::skip]
+    let out = run(&mut kist(&root, &[
+        "run", "-d", "--name", "insp", "-l", "tier=front", "-e", "GREETING=hi", "-v", "ivol:/v", "-v", &bind,
+        "--restart", "on-failure:3", &img, "sleep", "1000",
+    ]));
+    out.assert_ok();
+    let id = out.stdout_str().trim().to_string();
+    let pid = run(root.cmd("ctr-list").args(["--format", "json"])).records()[0]["pid"].as_i64().unwrap();
+    let f = |t: &str, what: &str| -> String {
+        let out = run(&mut kist(&root, &["inspect", "-f", t, what]));
+        out.assert_ok();
+        out.stdout_str()
+    };
+    assert_eq!(
+        f("{{.State.Running}} {{.State.Status}} {{.State.Pid}}", "insp"),
+        format!("true running {pid}\n")
+    );
+    assert_eq!(f("{{.Id}} {{.Name}} {{.RestartCount}}", &id[..10]), format!("{id} /insp 0\n"));
+    assert_eq!(
+        f("{{index .Config.Labels \"tier\"}} {{json .Config.Labels}}", "insp"),
+        "front {\"tier\":\"front\"}\n"
+    );
+    assert!(f("{{range .Config.Env}}{{.}};{{end}}", "insp").contains("GREETING=hi;"));
+    assert_eq!(f("{{.Config.Image}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}", "insp"), format!("{img} on-failure:3\n"));
+    let mounts =
+        f("{{range .Mounts}}{{.Type}} {{if .Name}}{{.Name}} {{end}}{{.Destination}} {{.RW}};{{end}}", "insp");
+    assert_eq!(mounts, "volume ivol /v true;bind /b false;\n");
+    // The stopped container: its exit code and times, Docker's zero time before a start.
+    run(&mut kist(&root, &["stop", "-t", "1", "insp"])).assert_ok();
+    assert_eq!(f("{{.State.Running}} {{.State.Pid}} {{ne .State.ExitCode 0}}", "insp"), "false 0 true\n");
+    run(&mut kist(&root, &["create", "--name", "fresh", &img, "true"])).assert_ok();
+    assert_eq!(f("{{.State.Status}} {{.State.StartedAt}}", "fresh"), "created 0001-01-01T00:00:00Z\n");
+    // Images: by name and by ID.
+    let image_id = f("{{.Id}}", &img);
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    assert_eq!(f("{{.Id}}", &image_id.trim()[7..19]), image_id);
+    assert!(f("{{json .RepoTags}} {{.Os}}", &img).starts_with(&format!("[\"{img}\"] linux")));
+    // No format: one JSON array in the order named, as docker prints it.
+    let out = run(&mut kist(&root, &["inspect", "fresh", &img, "insp"]));
+    out.assert_ok();
+    assert!(out.stdout_str().starts_with("[\n    {\n        \""), "{}", out.stdout_str());
+    let docs: serde_json::Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    assert_eq!(docs.as_array().unwrap().len(), 3);
+    assert_eq!(docs[0]["Name"], "/fresh");
+    assert_eq!(docs[1]["Id"], image_id.trim());
+    assert_eq!(docs[2]["State"]["Running"], false);
+    // Docker's errors: a missing object (the others still printed), a key no document has.
+    let out = run(&mut kist(&root, &["inspect", "-f", "{{.Name}}", "nosuch", "insp"]));
+    assert_eq!(out.code(), 1);
+    assert_eq!(out.stdout_str(), "/insp\n");
+    assert!(out.stderr_str().contains("No such object: nosuch"), "{}", out.stderr_str());
+    let out = run(&mut kist(&root, &["inspect", "nosuch"]));
+    assert_eq!((out.code(), out.stdout_str()), (1, "[]\n".to_string()));
+    let out = run(&mut kist(&root, &["inspect", "-f", "{{.State.Nope}}", "insp"]));
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr_str().contains("map has no entry for key \"Nope\""), "{}", out.stderr_str());
+    let out = run(&mut kist(&root, &["inspect", "--type", "image", "insp"]));
+    assert_eq!(out.code(), 1);
+    run(&mut kist(&root, &["rm", "-v", "insp", "fresh"])).assert_ok();
 }

@@ -83,6 +83,19 @@ pub fn command() -> Command {
         )
         .arg(Arg::new("no-trunc").long("no-trunc").action(ArgAction::SetTrue).help("Do not truncate ids and commands"))
         .arg(
+            Arg::new("inspect")
+                .long("inspect")
+                .action(ArgAction::SetTrue)
+                .help("Print docker inspect's document of the CONTAINERs named (a JSON array), or --format TEMPLATE rendered over each (Go template: {{.State.Running}}, {{json .Config}}, {{range .Mounts}}...{{end}})"),
+        )
+        .arg(
+            Arg::new("container")
+                .value_name("CONTAINER")
+                .num_args(0..)
+                .requires("inspect")
+                .help("With --inspect: containers by id, name or unique id prefix"),
+        )
+        .arg(
             Arg::new("format")
                 .long("format")
                 .value_name("json|table|TEMPLATE")
@@ -92,7 +105,8 @@ pub fn command() -> Command {
             "Examples:\n  \
              ctr-list --format table\n  \
              ctr-list -a --filter status=exited --filter status=dead -q\n  \
-             ctr-list -a --filter label=app=web | ctr-kill --stop --rm",
+             ctr-list -a --filter label=app=web | ctr-kill --stop --rm\n  \
+             ctr-list --inspect --format '{{.State.Pid}} {{.NetworkSettings.IPAddress}}' web",
         )
 }
 
@@ -102,7 +116,12 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            status (Docker's words: \"Up 5 seconds\", \"Exited (0) 2 minutes ago\", \"Up 1 minute (Paused)\"), \
            ports, labels, pid, exitCode, restartCount, startedAt, finishedAt, oomKilled, and note when the \
            state differs from what state.json records (a dead process or owner, a reboot). \
-           With -q, bare ids, one per line (12 digits unless --no-trunc), which ctr-kill reads as well.",
+           With -q, bare ids, one per line (12 digits unless --no-trunc), which ctr-kill reads as well. \
+           With --inspect, docker inspect's documents of the containers named instead (a JSON array \
+           indented as docker's: Id, Created, Path, Args, State, Image, Name, RestartCount, HostConfig \
+           (AutoRemove, NetworkMode, RestartPolicy), Mounts, Config (Hostname, User, Tty, Env, Cmd, \
+           Image, WorkingDir, Labels), NetworkSettings (Ports, IPAddress, Networks)), or --format \
+           TEMPLATE rendered over each as a Go template; a key the document lacks is an error.",
     exit_status: kist_common::exit::EXIT_STATUS_TEXT,
     files: "containers/<id>/state.json\n    Read once per container, without locking.\n\
             /proc/<pid>/stat\n    Read for running containers to check that their process and owner live.\n\
@@ -365,9 +384,54 @@ pub fn header(field: &str) -> Option<String> {
 pub const DEFAULT_TABLE: &str =
     "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}";
 
+/// `--inspect`: docker inspect's documents of the containers named, as a
+/// JSON array (Docker's indentation) or one rendered template each. Every
+/// container found is printed; one not found fails the run afterwards.
+fn inspect(root: &StateRoot, matches: &ArgMatches) -> Result<(), Error> {
+    use std::io::Write;
+    let format = matches.get_one::<String>("format").filter(|f| *f != "json");
+    let tmpl = format
+        .map(|f| kist_common::gotmpl::GoTemplate::parse(f))
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let host = Host::probe();
+    let mut docs = Vec::new();
+    let mut missing = Vec::new();
+    for q in matches.get_many::<String>("container").into_iter().flatten() {
+        let found = lifecycle::resolve(root, q).and_then(|id| Ok(lifecycle::load(root, &id)?));
+        match found {
+            Ok(state) => docs.push(kist_common::inspect::container(root, &lifecycle::record(&state, &host))),
+            Err(e) => missing.push(e),
+        }
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match &tmpl {
+        Some(t) => {
+            for d in &docs {
+                let line = t.render(d).map_err(|e| Error::Usage(e.to_string()))?;
+                writeln!(out, "{line}").map_err(Error::Stdout)?;
+            }
+        }
+        None => writeln!(out, "{}", kist_common::inspect::pretty_array(&docs)).map_err(Error::Stdout)?,
+    }
+    out.flush().map_err(Error::Stdout)?;
+    // Each one not found is said; the last is the run's error.
+    let last = missing.pop();
+    for e in &missing {
+        kist_common::diag::report(e);
+    }
+    match last {
+        Some(e) => Err(Error::Lifecycle(e)),
+        None => Ok(()),
+    }
+}
+
 pub fn run(matches: &ArgMatches) -> Result<(), Error> {
     use std::io::Write;
     let root = StateRoot::resolve(matches.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
+    if matches.get_flag("inspect") {
+        return inspect(&root, matches);
+    }
     let format = template::Choice::parse(matches.get_one::<String>("format").map(String::as_str))
         .map_err(|e| Error::Usage(e.to_string()))?;
     let filter_args: Vec<String> =
