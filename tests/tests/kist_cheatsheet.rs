@@ -201,7 +201,7 @@ fn cheat_sheet_replayed_with_kist() {
     assert!(reply.starts_with("HTTP/1.") && reply.contains(" 200 "), "{reply}");
     assert!(reply.ends_with("\r\n\r\nserved from the host's DIR\n"), "{reply}");
     assert_eq!(fetch_inside(&s, "web", "http://127.0.0.1/index.html"), "served from the host's DIR\n");
-    assert_eq!(s.ok(&["port", "web"]).trim(), "0.0.0.0:18081->80/tcp");
+    assert_eq!(s.ok(&["port", "web"]), "80/tcp -> 0.0.0.0:18081\n");
     assert!(
         !s.ok(&["ps", "--format", "{{.Networks}}"]).trim().is_empty(),
         "a bridge container names its network"

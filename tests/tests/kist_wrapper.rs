@@ -477,3 +477,27 @@ fn inspect_prints_dockers_documents_and_takes_go_templates() {
     assert_eq!(out.code(), 1);
     run(&mut kist(&root, &["rm", "-v", "insp", "fresh"])).assert_ok();
 }
+
+/// docker ps' IMAGE is the image as the user named it (here an ID prefix
+/// and a full reference), and docker rmi prints only its Untagged and
+/// Deleted lines.
+#[test]
+fn ps_shows_the_image_as_named_and_rmi_prints_dockers_lines() {
+    let (root, _reg, img) = with_image();
+    run(&mut kist(&root, &["pull", "-q", &img])).assert_ok();
+    let short = run(&mut kist(&root, &["images", "-q"])).stdout_str().trim().to_string();
+    run(&mut kist(&root, &["create", "--name", "byid", &short[..8], "true"])).assert_ok();
+    run(&mut kist(&root, &["create", "--name", "byref", &img, "true"])).assert_ok();
+    let out = run(&mut kist(&root, &["ps", "-a", "--format", "{{.Names}} {{.Image}}"]));
+    let mut lines: Vec<String> = out.stdout_str().lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, [format!("byid {}", &short[..8]), format!("byref {img}")]);
+    run(&mut kist(&root, &["rm", "byid", "byref"])).assert_ok();
+    let out = run(&mut kist(&root, &["rmi", &img]));
+    out.assert_ok();
+    let text = out.stdout_str();
+    assert!(text.starts_with("Untagged: "), "{text}");
+    assert!(text.lines().all(|l| l.starts_with("Untagged: ") || l.starts_with("Deleted: ")), "{text}");
+    let out = run(&mut kist(&root, &["rmi", "nosuch:1"]));
+    assert_eq!((out.code(), out.stdout_str()), (1, String::new()));
+}

@@ -262,9 +262,15 @@ pub fn collect(root: &StateRoot, host: &Host) -> Result<Vec<ContainerRecord>, Er
     Ok(out)
 }
 
+/// docker ps' IMAGE: the image as the user named it (`bb`, `bb:1`, an ID
+/// prefix); a name kist normalised itself (`docker.io/library/bb:latest`,
+/// from a record piped in) in its familiar form.
 fn image_column(rec: &ContainerRecord, trunc: bool) -> String {
-    match rec.image_ref.as_deref().and_then(|r| r.parse::<kist_common::Reference>().ok()) {
-        Some(r) => r.familiar(),
+    match rec.image_ref.as_deref() {
+        Some(r) if !r.starts_with("docker.io/") => r.to_string(),
+        Some(r) => {
+            r.parse::<kist_common::Reference>().map(|r| r.familiar()).unwrap_or_else(|_| r.to_string())
+        }
         None if trunc => rec.image.hex()[..12].to_string(),
         None => rec.image.to_string(),
     }
