@@ -492,6 +492,15 @@ fn ps_shows_the_image_as_named_and_rmi_prints_dockers_lines() {
     let mut lines: Vec<String> = out.stdout_str().lines().map(String::from).collect();
     lines.sort();
     assert_eq!(lines, [format!("byid {}", &short[..8]), format!("byref {img}")]);
+    // ps -s is accepted; images --filter dangling= and reference= map onto img-list.
+    assert_eq!(run(&mut kist(&root, &["ps", "-a", "-s", "-q"])).stdout_str().lines().count(), 2);
+    let out = run(&mut kist(&root, &["images", "-f", "dangling=true"]));
+    out.assert_ok();
+    assert_eq!(out.stdout_str().lines().count(), 1, "{}", out.stdout_str());
+    let out = run(&mut kist(&root, &["images", "--filter", &format!("reference={img}"), "-q"]));
+    assert_eq!(out.stdout_str().trim(), short);
+    assert_eq!(run(&mut kist(&root, &["images", "--filter=reference=no/such", "-q"])).stdout_str(), "");
+    assert_eq!(run(&mut kist(&root, &["images", "-f", "before=x"])).code(), 125);
     run(&mut kist(&root, &["rm", "byid", "byref"])).assert_ok();
     let out = run(&mut kist(&root, &["rmi", &img]));
     out.assert_ok();
