@@ -510,3 +510,47 @@ fn ps_shows_the_image_as_named_and_rmi_prints_dockers_lines() {
     let out = run(&mut kist(&root, &["rmi", "nosuch:1"]));
     assert_eq!((out.code(), out.stdout_str()), (1, String::new()));
 }
+
+/// Docker's management commands: `container prune`, `image prune [-a]`,
+/// `volume prune` and `network prune` are the sections of system prune,
+/// each with docker's warning; `container inspect` and `image inspect`
+/// look at one kind only, with docker's error.
+#[test]
+fn prune_and_inspect_management_commands() {
+    let (root, _reg, img) = with_image();
+    run(&mut kist(&root, &["pull", "-q", &img])).assert_ok();
+    run(&mut kist(&root, &["create", "--name", "c1", "-v", "pv:/p", &img, "true"])).assert_ok();
+    let out = run_with_stdin(&mut kist(&root, &["container", "prune"]), b"no\n");
+    assert_eq!(
+        out.stdout_str(),
+        "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+    );
+    assert_eq!(run(&mut kist(&root, &["ps", "-a", "-q"])).stdout_str().lines().count(), 1);
+    let out = run(&mut kist(&root, &["container", "inspect", "-f", "{{.Name}}", "c1"]));
+    assert_eq!(out.stdout_str(), "/c1\n");
+    let out = run(&mut kist(&root, &["image", "inspect", "c1"]));
+    assert_eq!((out.code(), out.stdout_str()), (1, "[]\n".to_string()));
+    assert!(out.stderr_str().contains("No such image: c1"), "{}", out.stderr_str());
+    let out = run(&mut kist(&root, &["container", "inspect", &img]));
+    assert!(out.stderr_str().contains("No such container: "), "{}", out.stderr_str());
+    assert_eq!(run(&mut kist(&root, &["image", "inspect", "-f", "{{.Os}}", &img])).stdout_str(), "linux\n");
+
+    let out = run(&mut kist(&root, &["container", "prune", "-f"]));
+    out.assert_ok();
+    assert!(out.stdout_str().starts_with("Deleted Containers:\n"), "{}", out.stdout_str());
+    assert_eq!(run(&mut kist(&root, &["ps", "-a", "-q"])).stdout_str(), "");
+    assert!(root.path().join("volumes/pv").is_dir(), "container prune took the volume");
+    let out = run_with_stdin(&mut kist(&root, &["volume", "prune"]), b"y\n");
+    out.assert_ok();
+    assert!(out.stdout_str().contains("all local volumes not used by at least one container"));
+    assert!(out.stdout_str().contains("Deleted Volumes:\npv\n"), "{}", out.stdout_str());
+    assert!(!root.path().join("volumes/pv").exists());
+    let out = run(&mut kist(&root, &["image", "prune", "-f"]));
+    out.assert_ok();
+    assert_eq!(run(&mut kist(&root, &["images", "-q"])).stdout_str().lines().count(), 1);
+    let out = run(&mut kist(&root, &["image", "prune", "-a", "-f"]));
+    out.assert_ok();
+    assert!(out.stdout_str().contains("Deleted Images:\nuntagged: "), "{}", out.stdout_str());
+    assert_eq!(run(&mut kist(&root, &["images", "-q"])).stdout_str(), "");
+    assert_eq!(run(&mut kist(&root, &["network", "prune", "-f"])).code(), 0);
+}
