@@ -545,6 +545,18 @@ fn prune_and_inspect_management_commands() {
     assert!(out.stdout_str().contains("all local volumes not used by at least one container"));
     assert!(out.stdout_str().contains("Deleted Volumes:\npv\n"), "{}", out.stdout_str());
     assert!(!root.path().join("volumes/pv").exists());
+    // A container directory without state.json (one being created, whose
+    // volume exists already) keeps every volume.
+    std::fs::create_dir_all(root.path().join("volumes/young/_data")).unwrap();
+    let busy = root.path().join("containers").join("b".repeat(64));
+    std::fs::create_dir_all(&busy).unwrap();
+    let out = run(&mut kist(&root, &["volume", "prune", "-f"]));
+    out.assert_ok();
+    assert!(out.stderr_str().contains("volumes not pruned"), "{}", out.stderr_str());
+    assert!(root.path().join("volumes/young").is_dir());
+    std::fs::remove_dir(&busy).unwrap();
+    run(&mut kist(&root, &["volume", "prune", "-f"])).assert_ok();
+    assert!(!root.path().join("volumes/young").exists());
     let out = run(&mut kist(&root, &["image", "prune", "-f"]));
     out.assert_ok();
     assert_eq!(run(&mut kist(&root, &["images", "-q"])).stdout_str().lines().count(), 1);
