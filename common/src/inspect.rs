@@ -71,8 +71,21 @@ pub fn container(root: &StateRoot, rec: &ContainerRecord) -> Value {
     let addresses: BTreeMap<String, String> = state.as_ref().map(|s| s.networks.clone()).unwrap_or_default();
     let mut networks = Map::new();
     for (name, addr) in &addresses {
-        networks.insert(name.clone(), json!({"IPAddress": addr}));
+        // The network's own file names its id, gateway and subnet.
+        let net = read_json(&root.networks_dir().join(format!("{name}.json")));
+        let prefix =
+            net["subnet"].as_str().and_then(|s| s.rsplit_once('/')).and_then(|(_, p)| p.parse::<u8>().ok());
+        networks.insert(
+            name.clone(),
+            json!({
+                "NetworkID": net["id"].as_str().unwrap_or_default(),
+                "Gateway": net["gateway"].as_str().unwrap_or_default(),
+                "IPAddress": addr,
+                "IPPrefixLen": prefix.unwrap_or(0),
+            }),
+        );
     }
+    let bridge = networks.get("bridge").cloned().unwrap_or(Value::Null);
     let network_mode = spawn["network"]["network"].as_str().unwrap_or("default");
     let restart = &spawn["restart"];
     json!({
@@ -126,6 +139,8 @@ pub fn container(root: &StateRoot, rec: &ContainerRecord) -> Value {
         "NetworkSettings": {
             "Ports": if running { ports(&rec.ports) } else { json!({}) },
             "IPAddress": addresses.get("bridge").cloned().unwrap_or_default(),
+            "Gateway": bridge["Gateway"].as_str().unwrap_or_default(),
+            "IPPrefixLen": bridge["IPPrefixLen"].as_u64().unwrap_or(0),
             "Networks": networks,
         },
     })

@@ -371,6 +371,19 @@ fn port_prints_dockers_lines() {
         "{all}"
     );
     assert!(lines[5].starts_with("100/tcp -> 0.0.0.0:"), "{all}");
+    // inspect -f finds the address, gateway and prefix on the bridge, as
+    // the container itself has them.
+    let net = s.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.IPAddress}}/{{.NetworkSettings.IPPrefixLen}} {{(index .NetworkSettings.Networks \"bridge\").Gateway}}",
+        "pw",
+    ]);
+    let (cidr, gw) = net.trim().split_once(' ').unwrap();
+    let addrs = s.ok(&["exec", "pw", "ip", "-4", "-o", "addr"]);
+    assert!(addrs.contains(&format!("inet {cidr} ")), "{net} vs {addrs}");
+    let routes = s.ok(&["exec", "pw", "ip", "route"]);
+    assert!(routes.contains(&format!("default via {gw} ")), "{net} vs {routes}");
     // By id prefix too, and PRIVATE_PORT alone means tcp.
     assert_eq!(s.ok(&["port", &id[..8], "80"]), "0.0.0.0:18090\n127.0.0.1:18091\n");
     assert_eq!(s.ok(&["port", "pw", "80/tcp"]), "0.0.0.0:18090\n127.0.0.1:18091\n");
