@@ -6,7 +6,9 @@
 //! [`crate::gotmpl`]). The fields are the ones kist knows: the record
 //! (state, times, exit code, labels, ports), state.json (hostname, the
 //! networks' addresses), config.json (environment, working directory,
-//! user, mounts) and spawn.json (the restart policy). Docker's fields that
+//! user, mounts), spawn.json (the restart policy), the networks' files
+//! (gateway, prefix) and the image's config while the store has it
+//! (entrypoint, exposed ports, volumes, labels). Docker's fields that
 //! have no counterpart in kist (EndpointID, SandboxKey, ...) are left out;
 //! a template naming one fails as docker's does for a key its map lacks.
 
@@ -86,6 +88,35 @@ pub fn container(root: &StateRoot, rec: &ContainerRecord) -> Value {
         );
     }
     let bridge = networks.get("bridge").cloned().unwrap_or(Value::Null);
+    // The image's config, while the store has it: Docker's container
+    // Config starts from it (entrypoint, exposed ports, volumes, labels).
+    let image = crate::store::Store::open(root)
+        .ok()
+        .and_then(|store| crate::catalog::load_config(&store, &rec.image).ok())
+        .map(|c| c.run_config)
+        .unwrap_or_default();
+    let entrypoint = image.entrypoint.clone().filter(|e| !e.is_empty() && rec.command.starts_with(e));
+    let cmd: Vec<String> = match &entrypoint {
+        Some(e) => rec.command[e.len()..].to_vec(),
+        None => rec.command.clone(),
+    };
+    let mut exposed: BTreeMap<String, Value> =
+        image.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+    for b in &rec.ports {
+        if let Some((_, inner)) = b.split_once("->") {
+            exposed.insert(inner.to_string(), json!({}));
+        }
+    }
+    let anonymous: Vec<String> = state.as_ref().map(|s| s.anonymous_volumes.clone()).unwrap_or_default();
+    let mut volumes: BTreeMap<String, Value> = image.volumes.iter().map(|v| (v.clone(), json!({}))).collect();
+    for m in container::user_mounts(root, &rec.id).unwrap_or_default() {
+        if m.volume.as_ref().is_some_and(|v| anonymous.contains(v)) {
+            volumes.insert(m.destination.display().to_string(), json!({}));
+        }
+    }
+    let mut labels = image.labels.clone();
+    labels.extend(rec.labels.clone());
+    let some_map = |m: BTreeMap<String, Value>| if m.is_empty() { Value::Null } else { json!(m) };
     let network_mode = spawn["network"]["network"].as_str().unwrap_or("default");
     let restart = &spawn["restart"];
     json!({
@@ -130,11 +161,13 @@ pub fn container(root: &StateRoot, rec: &ContainerRecord) -> Value {
             "User": user,
             "Tty": state.as_ref().is_some_and(|s| s.tty),
             "Env": process["env"].clone(),
-            "Cmd": rec.command,
+            "Cmd": cmd,
             "Image": rec.image_ref.clone().unwrap_or_else(|| rec.image.to_string()),
             "WorkingDir": if cwd == "/" { "" } else { cwd },
-            "Entrypoint": Value::Null,
-            "Labels": rec.labels,
+            "Entrypoint": entrypoint,
+            "ExposedPorts": some_map(exposed),
+            "Volumes": some_map(volumes),
+            "Labels": labels,
         },
         "NetworkSettings": {
             "Ports": if running { ports(&rec.ports) } else { json!({}) },

@@ -413,13 +413,13 @@ fn system_prune_all_and_volumes_like_docker() {
 /// templates over Docker's field names, with docker's errors.
 #[test]
 fn inspect_prints_dockers_documents_and_takes_go_templates() {
-    let (root, _reg, img) = with_image();
+    let (root, reg, img) = with_image();
     run(&mut kist(&root, &["pull", "-q", &img])).assert_ok();
     let dir = tempfile::tempdir().unwrap();
     let bind = format!("{}:/b:ro", dir.path().display());
     #[rustfmt::skip]
     let out = run(&mut kist(&root, &[
-        "run", "-d", "--name", "insp", "-l", "tier=front", "-e", "GREETING=hi", "-v", "ivol:/v", "-v", &bind,
+        "run", "-d", "--name", "insp", "-l", "tier=front", "-e", "GREETING=hi", "-v", "ivol:/v", "-v", &bind, "-v", "/anonvol",
         "--restart", "on-failure:3", &img, "sleep", "1000",
     ]));
     out.assert_ok();
@@ -443,7 +443,11 @@ fn inspect_prints_dockers_documents_and_takes_go_templates() {
     assert_eq!(f("{{.Config.Image}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}", "insp"), format!("{img} on-failure:3\n"));
     let mounts =
         f("{{range .Mounts}}{{.Type}} {{if .Name}}{{.Name}} {{end}}{{.Destination}} {{.RW}};{{end}}", "insp");
-    assert_eq!(mounts, "volume ivol /v true;bind /b false;\n");
+    assert!(mounts.starts_with("volume ivol /v true;bind /b false;volume "), "{mounts}");
+    assert!(mounts.ends_with(" /anonvol true;\n"), "{mounts}");
+    // The image's config and the container's: anonymous volumes, no exposed ports here.
+    assert_eq!(f("{{json .Config.Volumes}} {{.Config.ExposedPorts}}", "insp"), "{\"/anonvol\":{}} <nil>\n");
+    assert_eq!(f("{{json .Config.Cmd}}", "insp"), "[\"sleep\",\"1000\"]\n");
     // The stopped container: its exit code and times, Docker's zero time before a start.
     run(&mut kist(&root, &["stop", "-t", "1", "insp"])).assert_ok();
     assert_eq!(f("{{.State.Running}} {{.State.Pid}} {{ne .State.ExitCode 0}}", "insp"), "false 0 true\n");
@@ -463,6 +467,26 @@ fn inspect_prints_dockers_documents_and_takes_go_templates() {
     assert_eq!(docs[0]["Name"], "/fresh");
     assert_eq!(docs[1]["Id"], image_id.trim());
     assert_eq!(docs[2]["State"]["Running"], false);
+    // An image with an entrypoint, exposed ports, volumes and labels: the
+    // container's Config starts from them, as Docker's does.
+    let ep_dir = tempfile::tempdir().unwrap();
+    let built = kist_tests::image::ImageBuilder::new()
+        .layer(kist_tests::image::layer_tar(&kist_tests::image::busybox_entries()))
+        .config("Entrypoint", serde_json::json!(["sleep"]))
+        .config("Cmd", serde_json::json!(["1000"]))
+        .config("ExposedPorts", serde_json::json!({"8080/tcp": {}}))
+        .config("Volumes", serde_json::json!({"/cache": {}}))
+        .config("Labels", serde_json::json!({"from": "image", "tier": "image"}))
+        .write_layout(ep_dir.path(), "ep");
+    reg.push(&built.layout, &built.tag, "w/ep:1");
+    let ep = reg.reference("w/ep:1");
+    run(&mut kist(&root, &["pull", "-q", &ep])).assert_ok();
+    run(&mut kist(&root, &["create", "--name", "epc", "-l", "tier=box", &ep])).assert_ok();
+    assert_eq!(
+        f("{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{json .Config.ExposedPorts}} {{json .Config.Volumes}} {{json .Config.Labels}}", "epc"),
+        "[\"sleep\"] [\"1000\"] {\"8080/tcp\":{}} {\"/cache\":{}} {\"from\":\"image\",\"tier\":\"box\"}\n"
+    );
+    run(&mut kist(&root, &["rm", "-v", "epc"])).assert_ok();
     // Docker's errors: a missing object (the others still printed), a key no document has.
     let out = run(&mut kist(&root, &["inspect", "-f", "{{.Name}}", "nosuch", "insp"]));
     assert_eq!(out.code(), 1);
