@@ -202,6 +202,86 @@ impl ContainerPaths {
     }
 }
 
+/// A user's mount of a container (`-v`, `--mount type=bind|volume`), as
+/// its config.json holds it: what `docker ps`' Mounts shows, and what a
+/// copy into a stopped container must see (ctr-cp mounts these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserMount {
+    /// The path inside the container.
+    pub destination: PathBuf,
+    /// The host directory or file mounted (a volume's `_data`).
+    pub source: PathBuf,
+    /// The volume's name when the source is one of `volumes/<name>/_data`.
+    pub volume: Option<String>,
+    pub readonly: bool,
+}
+
+#[derive(Deserialize)]
+struct ConfigMounts {
+    #[serde(default)]
+    mounts: Vec<ConfigMount>,
+}
+
+#[derive(Deserialize)]
+struct ConfigMount {
+    destination: PathBuf,
+    #[serde(default, rename = "type")]
+    typ: String,
+    #[serde(default)]
+    source: PathBuf,
+    #[serde(default)]
+    options: Vec<String>,
+}
+
+/// The user's bind mounts and volumes of a container, in config.json's
+/// order, read from its config.json. Bind mounts of kist's own files
+/// (`/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`, which live in the
+/// container's directory) and the default and tmpfs mounts are not the
+/// user's and are left out, as Docker leaves them out of Mounts.
+pub fn user_mounts(root: &StateRoot, id: &str) -> Result<Vec<UserMount>, ContainerError> {
+    let dir = root.container_dir(id);
+    Ok(bind_mounts(root, id)?.into_iter().filter(|m| !m.source.starts_with(&dir)).collect())
+}
+
+/// Every bind mount of a container's config.json in its order: the
+/// user's bind mounts and volumes and kist's own `/etc` files.
+pub fn bind_mounts(root: &StateRoot, id: &str) -> Result<Vec<UserMount>, ContainerError> {
+    let paths = ContainerPaths::new(root, id);
+    let path = paths.config();
+    let bytes = std::fs::read(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ContainerError::NotFound(id.to_string())
+        } else {
+            ContainerError::Read { path: path.clone(), source }
+        }
+    })?;
+    let cfg: ConfigMounts = serde_json::from_slice(&bytes)
+        .map_err(|source| ContainerError::Parse { path: path.clone(), source })?;
+    let volumes = root.volumes_dir();
+    Ok(cfg
+        .mounts
+        .into_iter()
+        .filter(|m| m.typ == "bind" && m.source.is_absolute())
+        .map(|m| {
+            let volume = m.source.strip_prefix(&volumes).ok().and_then(|rest| {
+                let mut c = rest.components();
+                match (c.next(), c.next(), c.next()) {
+                    (Some(name), Some(data), None) if data.as_os_str() == "_data" => {
+                        name.as_os_str().to_str().map(String::from)
+                    }
+                    _ => None,
+                }
+            });
+            UserMount {
+                readonly: m.options.iter().any(|o| o == "ro"),
+                destination: m.destination,
+                source: m.source,
+                volume,
+            }
+        })
+        .collect())
+}
+
 /// The lock guarding one container's state.json.
 pub fn lock_path(root: &StateRoot, id: &str) -> PathBuf {
     root.locks_dir().join(format!("container-{id}.lock"))
@@ -381,6 +461,36 @@ mod tests {
         assert!(!valid_name("-x"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name(""));
+    }
+
+    #[test]
+    fn user_mounts_are_binds_and_volumes_from_config_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = StateRoot::at(dir.path());
+        let id = "a".repeat(64);
+        let paths = ContainerPaths::new(&root, &id);
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        let vol = root.volumes_dir().join("data").join("_data");
+        let cfg = serde_json::json!({"mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/etc/hosts", "type": "bind", "source": paths.hosts(), "options": ["rbind"]},
+            {"destination": "/v", "type": "bind", "source": vol, "options": ["rbind", "rprivate"]},
+            {"destination": "/b", "type": "bind", "source": "/srv/b", "options": ["rbind", "ro"]},
+            {"destination": "/t", "type": "tmpfs", "source": "tmpfs"},
+        ]});
+        std::fs::write(paths.config(), cfg.to_string()).unwrap();
+        let m = user_mounts(&root, &id).unwrap();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(
+            (m[0].volume.as_deref(), m[0].destination.as_path(), m[0].readonly),
+            (Some("data"), Path::new("/v"), false)
+        );
+        assert_eq!(
+            (m[1].volume.as_deref(), m[1].source.as_path(), m[1].readonly),
+            (None, Path::new("/srv/b"), true)
+        );
+        assert!(matches!(user_mounts(&root, &"b".repeat(64)), Err(ContainerError::NotFound(_))));
+        assert_eq!(bind_mounts(&root, &id).unwrap().len(), 3);
     }
 
     #[test]

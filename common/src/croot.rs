@@ -12,7 +12,8 @@
 //! detached here (fsopen/fsconfig/fsmount, never attached to any path and
 //! gone when the descriptor closes): writes land in its upper directory and
 //! whiteouts are honoured by the kernel. A stopped container's volumes are
-//! not mounted, so a copy sees its root file system only.
+//! not mounted here: ctr-cp mounts them on top in a mount namespace of its
+//! own (tools/ctr-cp/src/mounts.rs), as docker cp does.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

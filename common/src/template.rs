@@ -52,6 +52,14 @@ impl Row {
         self.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
+    /// Replaces a field's value (or adds the field).
+    pub fn set(&mut self, name: &'static str, value: String) {
+        match self.fields.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v = value,
+            None => self.fields.push((name, value)),
+        }
+    }
+
     /// `{{json .}}`: the fields as one JSON object, keys sorted as Go's
     /// encoding of a map sorts them.
     pub fn json(&self) -> String {
@@ -195,6 +203,16 @@ impl Template {
 
     pub fn is_table(&self) -> bool {
         self.table
+    }
+
+    /// Whether rendering reads the field: it is named, or `.` (all fields)
+    /// is. A lister computes a costly field only when it is read.
+    pub fn uses(&self, field: &str) -> bool {
+        self.parts.iter().any(|p| match p {
+            Part::Field { name: None, .. } => true,
+            Part::Field { name: Some(n), .. } => n == field,
+            _ => false,
+        })
     }
 
     fn render_one(&self, row: &Row, header: Option<&HeaderFn>) -> Result<String, TemplateError> {
@@ -378,6 +396,23 @@ mod tests {
         assert!(Template::parse("{{.ID").is_err());
         assert_eq!(Choice::parse(Some("json")).unwrap(), Choice::Plain(Format::Json));
         assert!(matches!(Choice::parse(Some("{{.ID}}")).unwrap(), Choice::Template(_)));
+    }
+
+    #[test]
+    fn uses_names_the_fields_read() {
+        let t = Template::parse("table {{.ID}}\\t{{upper .Names}}").unwrap();
+        assert!(t.uses("ID") && t.uses("Names") && !t.uses("Mounts"));
+        assert!(Template::parse("{{json .}}").unwrap().uses("Mounts"));
+        let mut r = row();
+        r.set("Names", "db".into());
+        r.set("Mounts", "v".into());
+        assert_eq!(
+            Template::parse("{{.Names}} {{.Mounts}}")
+                .unwrap()
+                .render(&[r], &|_| Some(String::new()))
+                .unwrap(),
+            "db v\n"
+        );
     }
 
     #[test]

@@ -96,6 +96,7 @@ play() {
     obs "$side" "pull: last line" "$(tail -1 "$dir/pull.out" | sed 's/^docker.io\///')"
     obs "$side" "images: columns" "$($d images | cols)"
     obs "$side" "images: tag of IMG" "$($d images --format '{{.Repository}}:{{.Tag}}' | grep -c "^${IMG}$")"
+    obs "$side" "images: SIZE" "$($d images --format '{{.Size}}')"
 
     id=$($d run --restart="always" --name "web" -p 18081:80 -d -t -v "$dir/data:/home:ro" -v "$dir/data2:/home2" \
         "$IMG" httpd -f -p 80 -h /home 2>"$dir/run.err")
@@ -124,6 +125,19 @@ play() {
     obs "$side" "after start: state" "$($d ps -a --format '{{.State}}')"
     obs "$side" "GET after start" "$(http_get 18081)"
 
+    # port and inspect -f (kist publishes IPv4 only: docker's [::] lines are left out).
+    obs "$side" "port web" "$($d port web | grep -v '\[::\]')"
+    obs "$side" "port web 80" "$($d port web 80 | grep -v '\[::\]')"
+    $d port web 81 >/dev/null 2>&1; obs "$side" "port web 81: exit" $?
+    $d port nosuch >/dev/null 2>&1; obs "$side" "port nosuch: exit" $?
+    $d exec nosuch true >/dev/null 2>&1; obs "$side" "exec nosuch: exit" $?
+    obs "$side" "inspect -f State, Name, RestartPolicy" \
+        "$($d inspect -f '{{.State.Running}} {{.State.Status}} {{.Name}} {{.HostConfig.RestartPolicy.Name}}' web 2>&1)"
+    obs "$side" "inspect -f Mounts" \
+        "$($d inspect -f '{{range .Mounts}}{{.Type}}:{{.Destination}}:{{.RW}} {{end}}' web 2>&1 | tr ' ' '\n' | sort | paste -sd' ')"
+    obs "$side" "inspect -f Ports" "$($d inspect -f '{{(index (index .NetworkSettings.Ports "80/tcp") 0).HostPort}}' web 2>&1)"
+    obs "$side" "inspect IMG: .Os" "$($d inspect -f '{{.Os}}' "$IMG" 2>&1)"
+    $d inspect nosuch >/dev/null 2>&1; obs "$side" "inspect nosuch: exit" $?
     out=$(printf 'tty; exit 3\n' | script -qec "$d exec -it web sh" /dev/null 2>&1)
     obs "$side" "exec -it under a pty: exit" $?
     obs "$side" "exec -it: tty" "$(printf '%s' "$out" | grep -o '/dev/pts/[0-9]*' | head -1 | sed 's/[0-9]*$/N/')"
@@ -142,6 +156,19 @@ play() {
     $d logs web >"$dir/logs.out" 2>&1; obs "$side" "logs web: exit" $?
     obs "$side" "logs web: bytes" "$(wc -c < "$dir/logs.out")"
 
+    # A stopped container's volume, read and written by cp; then pruned.
+    $d run --name vt -v pvol:/data "$IMG" sh -c 'echo in the volume > /data/v; echo to the log' >/dev/null 2>&1
+    obs "$side" "run vt (volume): exit" $?
+    obs "$side" "logs of an attached run" "$($d logs vt 2>&1)"
+    $d cp vt:/data/v ./v >/dev/null 2>&1; obs "$side" "cp stopped vt:/data/v: exit" $?
+    obs "$side" "cp stopped vt:/data/v: content" "$(cat v 2>&1)"
+    $d cp ./f vt:/data/ >/dev/null 2>&1; obs "$side" "cp ./f stopped vt:/data/: exit" $?
+    obs "$side" "the volume holds f" "$($d run --rm -v pvol:/data "$IMG" cat /data/f 2>&1)"
+    obs "$side" "ps -a --format Mounts of vt" "$($d ps -a --filter name=vt --format '{{.Mounts}}')"
+    $d system prune -f --volumes >"$dir/prune.out" 2>&1; obs "$side" "system prune -f --volumes: exit" $?
+    obs "$side" "prune: sections" "$(grep '^Deleted\|^Total' "$dir/prune.out" | sed 's/:.*//' | paste -sd,)"
+    obs "$side" "volume after prune" "$($d run --rm -v pvol:/data "$IMG" ls /data 2>&1)"
+    obs "$side" "vt after prune" "$($d ps -a --filter name=vt -q | wc -l)"
     # shellcheck disable=SC2046 # the ids, one word each
     { $d stop $($d ps -a -q) && $d rm $($d ps -a -q); } >"$dir/stoprm.out" 2>&1
     obs "$side" "stop \$(ps -a -q) && rm \$(ps -a -q): exit" $?
@@ -161,6 +188,10 @@ play kist "$KIST"
 # --- side by side -------------------------------------------------------------
 # Observations whose value is informational (the texts differ by design).
 informational='^(pull: last line|rmi: first word|logs web: bytes|run -d: stderr|ps: ports \(all\))$'
+# Differences known and reported, not yet fixed (they do not fail the run):
+# ctr-spawn's attached run keeps no log.jsonl; img-list's SIZE counts the
+# layers' tar bytes where docker counts the files' sizes.
+known='^(logs of an attached run|images: SIZE)$'
 differ=0
 {
     echo "## make parity: the cheat sheet with docker $DOCKER_VERSION and kist"
@@ -172,6 +203,7 @@ differ=0
         "$WORK/kist.obs" "$WORK/docker.obs" | while IFS=$'\t' read -r k dv kv; do
         if [ "$dv" = "$kv" ]; then mark=same
         elif printf '%s' "$k" | grep -Eq "$informational"; then mark="differs (informational)"
+        elif printf '%s' "$k" | grep -Eq "$known"; then mark="differs (known)"
         else mark="**DIFFERS**"; fi
         printf '| %s | %s | %s | %s |\n' "$k" "$dv" "$kv" "$mark"
     done

@@ -1,6 +1,7 @@
 //! ctr-cp against real containers (attached ctr-spawn in the background):
 //! docker cp's rules in both directions, tar streams, -a and -L, stopped
-//! containers (overlay upper, whiteouts), symlinks that point at the host
+//! containers (overlay upper, whiteouts, their volumes and bind mounts),
+//! symlinks that point at the host
 //! (`/escape -> /`, `/etc/shadow -> ../../../../etc/shadow`) and a
 //! container swapping a directory for a symlink while copies run: nothing
 //! on the host is read or written, proven by sentinels and hashes.
@@ -454,4 +455,108 @@ fn a_destination_symlink_is_followed_as_docker_does() {
     cp(&root, &["links:/etc/lower-only", link.to_str().unwrap()]).assert_ok();
     assert_eq!(std::fs::read(&target).unwrap(), b"from the image\n");
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+}
+
+/// docker cp reads and writes a stopped container's volumes and bind
+/// mounts, not the directories they hide: so does ctr-cp, for a container
+/// that ran and exited and for one only created. A `:ro` bind mount stays
+/// read-only, a symlinked mount target is resolved inside the container,
+/// and nothing stays mounted on the host.
+#[test]
+fn stopped_and_created_containers_show_their_volumes_and_bind_mounts() {
+    let root = TestRoot::new();
+    let mut e = busybox_entries();
+    // The image's own file at a bind mount's target, which the mount hides
+    // (a new volume is filled from the image, as Docker fills it).
+    e.push(Entry::dir("bind", 0o755));
+    e.push(Entry::file("bind/hidden", 0o644, b"image\n"));
+    e.push(Entry::symlink("linked", "/escape-target"));
+    let img = unpack(root.path(), &e, busybox_config());
+    let h = tempfile::tempdir().unwrap();
+    let bind = h.path().join("bind");
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::write(bind.join("b.txt"), b"from the host\n").unwrap();
+    let ro = h.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let b = format!("{}:/bind", bind.display());
+    let r = format!("{}:/robind:ro", ro.display());
+    let l = format!("{}:/linked", bind.display());
+    let out = kist_tests::spawn::spawn(
+        &root,
+        &img,
+        &[
+            "--name",
+            "ran",
+            "-v",
+            "data:/vol",
+            "-v",
+            &b,
+            "-v",
+            &r,
+            "-v",
+            &l,
+            "--",
+            "sh",
+            "-c",
+            "echo in the volume > /vol/v.txt",
+        ],
+    );
+    out.assert_ok();
+    let vol = root.path().join("volumes/data/_data");
+    assert_eq!(std::fs::read(vol.join("v.txt")).unwrap(), b"in the volume\n");
+    let outdir = h.path().join("out");
+    std::fs::create_dir_all(&outdir).unwrap();
+    let o = outdir.to_str().unwrap();
+    // Out of the volume and the bind mount.
+    cp(&root, &["ran:/vol/v.txt", o]).assert_ok();
+    assert_eq!(std::fs::read(outdir.join("v.txt")).unwrap(), b"in the volume\n");
+    cp(&root, &["ran:/bind/b.txt", o]).assert_ok();
+    assert_eq!(
+        cp(&root, &["ran:/bind/hidden", o]).code(),
+        3,
+        "the image's file under the bind mount was seen"
+    );
+    assert_eq!(std::fs::read(outdir.join("b.txt")).unwrap(), b"from the host\n");
+    // Into them: the data lands in the volume and the host directory.
+    let f = h.path().join("f");
+    std::fs::write(&f, b"copied in\n").unwrap();
+    let f = f.to_str().unwrap();
+    cp(&root, &[f, "ran:/vol/"]).assert_ok();
+    assert_eq!(std::fs::read(vol.join("f")).unwrap(), b"copied in\n");
+    cp(&root, &[f, "ran:/bind/"]).assert_ok();
+    assert_eq!(std::fs::read(bind.join("f")).unwrap(), b"copied in\n");
+    // A mount whose target is a symlink to `/escape-target` was mounted on
+    // the container's own /escape-target, never on the host's.
+    cp(&root, &["ran:/linked/b.txt", o]).assert_ok();
+    assert!(!Path::new("/escape-target").exists());
+    // :ro stays read-only.
+    let out = cp(&root, &[f, "ran:/robind/"]);
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr_str().contains("Read-only"), "{}", out.stderr_str());
+    assert!(!ro.join("f").exists());
+    // A tar stream of the volume.
+    let out = cp(&root, &["ran:/vol", "-"]);
+    out.assert_ok();
+    let mut names: Vec<String> = tar::Archive::new(&out.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["vol", "vol/f", "vol/v.txt"]);
+
+    // A created container: its new volume and its bind mount.
+    let out = kist_tests::spawn::spawn(
+        &root,
+        &img,
+        &["--create", "--name", "made", "-v", "fresh:/newvol", "-v", &b, "--", "true"],
+    );
+    out.assert_ok();
+    cp(&root, &[f, "made:/newvol/"]).assert_ok();
+    assert_eq!(std::fs::read(root.path().join("volumes/fresh/_data/f")).unwrap(), b"copied in\n");
+    cp(&root, &["made:/bind/b.txt", h.path().join("b2").to_str().unwrap()]).assert_ok();
+    assert_eq!(std::fs::read(h.path().join("b2")).unwrap(), b"from the host\n");
+    // Nothing stays mounted.
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains(root.path().to_str().unwrap()), "a mount was left: {mi}");
 }

@@ -69,6 +69,12 @@ fn exec_has_the_containers_caps_seccomp_env_and_status() {
     let out = run(root.cmd("ctr-exec").args(["box", "no-such-cmd"]));
     assert_eq!(out.code(), 127, "{}", out.stderr_str());
     assert_eq!(run(root.cmd("ctr-exec").args(["box", "/etc/passwd"])).code(), 126);
+    // A user or working directory that cannot be set up: 126, as docker exec's.
+    let out = run(root.cmd("ctr-exec").args(["-u", "nosuchuser", "box", "true"]));
+    assert_eq!(out.code(), 126, "{}", out.stderr_str());
+    assert!(out.stderr_str().contains("unable to find user nosuchuser"), "{}", out.stderr_str());
+    let out = run(root.cmd("ctr-exec").args(["-w", "/no/such/dir", "box", "true"]));
+    assert_eq!(out.code(), 126, "{}", out.stderr_str());
     // Only 0, 1 and 2 are open in the process.
     let out = run(root.cmd("ctr-exec").args(["box", "ls", "/proc/self/fd"]));
     let fds: Vec<String> = out.stdout_str().split_whitespace().map(String::from).collect();
@@ -120,14 +126,17 @@ fn tty_gives_a_prompt_runs_a_command_and_exits() {
     assert_eq!(out.status.code(), Some(5), "{text:?} {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// docker exec's statuses for a container that cannot take an exec: 1
+/// (no such container, an ambiguous prefix, stopped, paused), with the
+/// reason on stderr; a wrong command line is 125, as docker's flag errors.
 #[test]
-fn stopped_and_paused_containers_are_refused() {
+fn stopped_paused_and_missing_containers_exit_1_like_docker_exec() {
     let root = TestRoot::new();
     let img = busybox(root.path());
     let c = Attached::start(&root, &img, "p", &[], &["sleep", "1000"]);
     run(root.cmd("ctr-kill").args(["--pause", "p"])).assert_ok();
     let out = run(root.cmd("ctr-exec").args(["p", "true"]));
-    assert_eq!(out.code(), 125);
+    assert_eq!(out.code(), 1, "{}", out.stderr_str());
     assert!(out.stderr_str().contains("paused"), "{}", out.stderr_str());
     run(root.cmd("ctr-kill").args(["--resume", "p"])).assert_ok();
     run(root.cmd("ctr-exec").args(["p", "true"])).assert_ok();
@@ -136,9 +145,16 @@ fn stopped_and_paused_containers_are_refused() {
     unsafe { libc::kill(c.pid, libc::SIGKILL) };
     c.wait_exit(Duration::from_secs(10));
     let out = run(root.cmd("ctr-exec").args(["p", "true"]));
-    assert_eq!(out.code(), 125);
+    assert_eq!(out.code(), 1);
     assert!(out.stderr_str().contains("is not running"), "{}", out.stderr_str());
-    assert_eq!(run(root.cmd("ctr-exec").args(["ghost", "true"])).code(), 125);
+    let out = run(root.cmd("ctr-exec").args(["ghost", "true"]));
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr_str().contains("no such container: ghost"), "{}", out.stderr_str());
+    for bad in [&["--no-such-flag", "p", "true"][..], &["p"][..]] {
+        let out = run(root.cmd("ctr-exec").args(bad));
+        assert_eq!(out.code(), 125, "ctr-exec {bad:?}: {}", out.stderr_str());
+    }
+    assert_eq!(run(root.cmd("ctr-exec").arg("--help")).code(), 0);
 }
 
 #[test]

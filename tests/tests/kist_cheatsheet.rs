@@ -201,7 +201,7 @@ fn cheat_sheet_replayed_with_kist() {
     assert!(reply.starts_with("HTTP/1.") && reply.contains(" 200 "), "{reply}");
     assert!(reply.ends_with("\r\n\r\nserved from the host's DIR\n"), "{reply}");
     assert_eq!(fetch_inside(&s, "web", "http://127.0.0.1/index.html"), "served from the host's DIR\n");
-    assert_eq!(s.ok(&["port", "web"]).trim(), "0.0.0.0:18081->80/tcp");
+    assert_eq!(s.ok(&["port", "web"]), "80/tcp -> 0.0.0.0:18081\n");
     assert!(
         !s.ok(&["ps", "--format", "{{.Networks}}"]).trim().is_empty(),
         "a bridge container names its network"
@@ -328,4 +328,95 @@ fn get_published(ns: &NetNs, port: u16) -> String {
             std::thread::sleep(Duration::from_millis(50));
         }
     })
+}
+
+/// `kist port` prints docker port's lines: `PORT/PROTO -> HOSTIP:HOSTPORT`
+/// one per binding in docker's natural order, the host sides alone for a
+/// PRIVATE_PORT[/PROTO], and docker's errors (exit 1) for an unpublished
+/// port, a bad port number and a missing container. The ports are really
+/// published: the one `kist port` names answers.
+#[test]
+fn port_prints_dockers_lines() {
+    let s = Sheet::new();
+    let img = s.image.clone();
+    let mut pull = Command::new("sh");
+    pull.arg(kist_script()).args(["pull", "-q", &img]);
+    pull.env("KIST_ROOT", s.root.path()).env("KIST_BIN_DIR", bin_dir());
+    run(&mut pull).assert_ok();
+    let data = s.dir("portdata");
+    std::fs::write(data.join("index.html"), "port test\n").unwrap();
+    let vol = format!("{}:/www:ro", data.display());
+    #[rustfmt::skip]
+    let out = s.kist(&[
+        "run", "-d", "--name", "pw", "-v", &vol,
+        "-p", "18090:80", "-p", "127.0.0.1:18091:80", "-p", "18092:9/udp", "-p", "100",
+        "-p", "127.0.0.1:18093-18094:30-31",
+        &img, "httpd", "-f", "-p", "80", "-h", "/www",
+    ]);
+    out.assert_ok();
+    let id = out.stdout_str().trim().to_string();
+    let all = s.ok(&["port", "pw"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 6, "{all}");
+    // Natural order: 9 before 30, 0.0.0.0 before 127.0.0.1.
+    assert_eq!(
+        &lines[..5],
+        [
+            "9/udp -> 0.0.0.0:18092",
+            "30/tcp -> 127.0.0.1:18093",
+            "31/tcp -> 127.0.0.1:18094",
+            "80/tcp -> 0.0.0.0:18090",
+            "80/tcp -> 127.0.0.1:18091"
+        ],
+        "{all}"
+    );
+    assert!(lines[5].starts_with("100/tcp -> 0.0.0.0:"), "{all}");
+    // inspect -f finds the address, gateway and prefix on the bridge, as
+    // the container itself has them.
+    let net = s.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.IPAddress}}/{{.NetworkSettings.IPPrefixLen}} {{(index .NetworkSettings.Networks \"bridge\").Gateway}}",
+        "pw",
+    ]);
+    let (cidr, gw) = net.trim().split_once(' ').unwrap();
+    let addrs = s.ok(&["exec", "pw", "ip", "-4", "-o", "addr"]);
+    assert!(addrs.contains(&format!("inet {cidr} ")), "{net} vs {addrs}");
+    let routes = s.ok(&["exec", "pw", "ip", "route"]);
+    assert!(routes.contains(&format!("default via {gw} ")), "{net} vs {routes}");
+    // By id prefix too, and PRIVATE_PORT alone means tcp.
+    assert_eq!(s.ok(&["port", &id[..8], "80"]), "0.0.0.0:18090\n127.0.0.1:18091\n");
+    assert_eq!(s.ok(&["port", "pw", "80/tcp"]), "0.0.0.0:18090\n127.0.0.1:18091\n");
+    assert_eq!(s.ok(&["port", "pw", "9/udp"]), "0.0.0.0:18092\n");
+    let ephemeral: u16 = s.ok(&["port", "pw", "100"]).trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(ephemeral > 1024, "{ephemeral}");
+    let first = s.ok(&["port", "pw", "80"]).lines().next().unwrap().rsplit(':').next().unwrap().to_string();
+    assert!(get_published(&s.ns, first.parse().unwrap()).contains("port test"));
+    for (args, err) in [
+        (&["port", "pw", "81"][..], "Error: No public port '81' published for pw\n"),
+        (&["port", "pw", "9"][..], "Error: No public port '9' published for pw\n"),
+        (
+            &["port", "pw", "abc"][..],
+            "Error: invalid port (abc): strconv.ParseUint: parsing \"abc\": invalid syntax\n",
+        ),
+        (
+            &["port", "pw", "70000"][..],
+            "Error: invalid port (70000): strconv.ParseUint: parsing \"70000\": value out of range\n",
+        ),
+        (&["port", "nosuch"][..], "Error: No such container: nosuch\n"),
+    ] {
+        let out = s.kist(args);
+        assert_eq!(out.code(), 1, "kist {args:?}");
+        assert_eq!(out.stdout_str(), "", "kist {args:?}");
+        assert_eq!(out.stderr_str(), err, "kist {args:?}");
+    }
+    assert_eq!(s.kist(&["port"]).code(), 1);
+    assert_eq!(s.kist(&["port", "pw", "80", "81"]).code(), 1);
+    // A stopped container publishes nothing: no lines, status 0, as docker's.
+    s.ok(&["stop", "-t", "1", "pw"]);
+    let out = s.kist(&["port", "pw"]);
+    out.assert_ok();
+    assert_eq!(out.stdout_str(), "");
+    assert_eq!(s.kist(&["port", "pw", "80"]).code(), 1);
+    s.ok(&["rm", "pw"]);
 }

@@ -8,6 +8,7 @@
 //! binary, no NSS, no libc of the image.
 
 pub mod fsops;
+pub mod mounts;
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -41,6 +42,8 @@ pub enum Error {
     Container(#[from] kist_common::container::ContainerError),
     #[error(transparent)]
     Croot(#[from] kist_common::croot::CrootError),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
 }
 
 impl HasExitCode for Error {
@@ -54,6 +57,7 @@ impl HasExitCode for Error {
             Error::Lifecycle(e) => e.exit_code(),
             Error::Container(e) => e.exit_code(),
             Error::Croot(e) => e.exit_code(),
+            Error::Mounts(e) => e.exit_code(),
         }
     }
 }
@@ -78,8 +82,10 @@ pub fn command() -> Command {
              written; onto a dangling link, its target is created (inside the container for a \
              container DST). With - as SRC, DST must be an existing directory.\n\n\
              Works on running containers (through the init's root, which shows the container's \
-             volumes and tmpfs mounts) and stopped ones (their overlay mounted detached, writes \
-             going to the upper directory). Container paths are resolved inside the container's \
+             volumes and tmpfs mounts) and stopped or created ones (their overlay and bind mounts \
+             and volumes mounted in a private mount namespace of ctr-cp's own, as docker cp mounts \
+             them: writes go to the upper directory, or to the volume or bind source under a \
+             volume's path; :ro ones are read-only). Container paths are resolved inside the container's \
              root (openat2 RESOLVE_IN_ROOT) and below that one name at a time without following \
              symlinks, so links to /, ../.. or host paths, even ones swapped in during the copy, \
              never reach the host.",
@@ -132,8 +138,11 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            stdin; with - as DST it writes one (GNU long names) to stdout.",
     exit_status: kist_common::exit::EXIT_STATUS_TEXT,
     files: "containers/<id>/upper, containers/<id>/work\n    A stopped container's overlay \
-            upper and work directories (writes land in upper).\n/proc/<pid>/root\n    A running \
-            container's root, as its init sees it.",
+            upper and work directories (writes land in upper).\ncontainers/<id>/config.json\n    \
+            A stopped container's bind mounts and volumes, mounted for the copy (at \
+            containers/<id>/rootfs, in ctr-cp's own mount namespace, gone when it exits).\n\
+            volumes/<name>/_data\n    A volume's data, read and written under its path in the \
+            container.\n/proc/<pid>/root\n    A running container's root, as its init sees it.",
     examples: "ctr-cp ./index.html web:/var/www/\nctr-cp web:/etc/. ./etc-copy\n\
                ctr-cp -a web:/home/app ./backup\ntar -c conf | ctr-cp - web:/etc",
     see_also: "ctr-exec(1), ctr-spawn(1), docker-cp(1)",
@@ -330,7 +339,13 @@ fn plan_destination(side: &Side, path: &str, src: &Source) -> Result<Extractor, 
         ),
         (Some(true), _) => (found.ok_or_else(|| refused(ExitCode::Failure, show.clone()))?, Map::Identity),
     };
-    Ok(Extractor { base, shown: PathBuf::from(show), map, keep_owner: false })
+    // Messages name entries below the directory they go in: for a rename
+    // that is the destination's parent.
+    let shown = match &map {
+        Map::Rename { .. } => Path::new(&show).parent().map(Path::to_path_buf).unwrap_or_default(),
+        _ => PathBuf::from(show),
+    };
+    Ok(Extractor { base, shown, map, keep_owner: false })
 }
 
 fn container_side(root: &StateRoot, name: &str) -> Result<(Side, Option<kist_common::fsutil::Lock>), Error> {
@@ -340,7 +355,20 @@ fn container_side(root: &StateRoot, name: &str) -> Result<(Side, Option<kist_com
     // A stopped container's overlay is mounted here: hold its lock so
     // that it is not started on the same upper directory meanwhile.
     let lock = if croot.pid.is_none() { Some(kist_common::container::lock(root, &id)?) } else { None };
-    Ok((Side { root: Some(croot.fd), label: name.to_string() }, lock))
+    let fd = match croot.pid {
+        Some(_) => croot.fd,
+        None => {
+            // Its volumes and bind mounts too, as docker cp mounts them.
+            let binds = kist_common::container::bind_mounts(root, &id)?;
+            if binds.is_empty() {
+                croot.fd
+            } else {
+                let rootfs = kist_common::container::ContainerPaths::new(root, &id).rootfs();
+                mounts::with_mounts(&id, croot.fd, &rootfs, &binds)?
+            }
+        }
+    };
+    Ok((Side { root: Some(fd), label: name.to_string() }, lock))
 }
 
 pub fn run(m: &clap::ArgMatches) -> Result<(), Error> {

@@ -14,7 +14,8 @@
 //! 0-2 and its error pipe (close-on-exec), and execs a binary found in the
 //! container's file system: nothing from the host is executed inside. The
 //! joiner waits for it and exits with its status, which ctr-exec passes on
-//! (126 not executable, 127 not found, 125 ctr-exec's own failure).
+//! (126 not executable, 127 not found, 125 ctr-exec's own failure; 1 when
+//! the container cannot take an exec, as docker exec's daemon refusal).
 
 use std::ffi::CString;
 use std::io::Read;
@@ -51,13 +52,35 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process status ctr-exec exits with: Docker's 126/127 for exec
-    /// failures, 125 for its own.
+    /// The process status ctr-exec exits with, as docker exec's: 1 when
+    /// the container cannot take an exec (none of that name, not running,
+    /// paused: the daemon's refusal, which docker exec reports with 1),
+    /// 126/127 when the process cannot be started or found, 125 for
+    /// ctr-exec's own failures.
     pub fn status(&self) -> u8 {
         match self {
             Error::Exec { status, .. } => *status,
+            Error::NotRunning(_) | Error::Paused(_) => 1,
+            Error::Lifecycle(
+                lifecycle::LifecycleError::NotFound(_) | lifecycle::LifecycleError::Ambiguous { .. },
+            ) => 1,
+            Error::Container(kist_common::container::ContainerError::NotFound(_)) => 1,
             _ => 125,
         }
+    }
+}
+
+/// clap's verdict on the command line: help and version exit 0, a usage
+/// error 125, as docker exec's flag errors do (ctr-exec's own error
+/// status, which a command's status cannot be taken for).
+pub fn clap_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::from(125),
     }
 }
 
@@ -83,8 +106,10 @@ pub fn command() -> Command {
              container's namespaces and its cgroup, under its root, with its capabilities, \
              seccomp profile, no-new-privileges and environment (from the container's \
              config.json), plus -e. Exits with the command's status: 126 when it cannot be \
-             executed, 127 when it is not found, 125 when ctr-exec itself fails. A stopped or \
-             paused container is an error.",
+             executed (or its user or working directory cannot be set up), 127 when it is not \
+             found, 1 when there is no such container or it is stopped or paused (docker exec's \
+             status for the daemon's refusal), 125 when ctr-exec itself fails or the command line \
+             is wrong.",
         )
         .arg(
             Arg::new("root")
@@ -124,8 +149,13 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            linux.seccomp, namespaces). Writes no JSON: the process's own output goes to \
            stdout and stderr.",
     exit_status: "The command's exit status (128+N when killed by signal N).\n\
-                  125  ctr-exec failed (no such container, not running, setup failure).\n\
-                  126  the command cannot be executed.\n127  the command was not found.",
+                  1    no such container (or an ambiguous id prefix), or it is not running or paused: \
+                  docker exec's status when the daemon refuses the exec.\n\
+                  125  ctr-exec failed (a usage error, a setup failure such as joining the namespaces).\n\
+                  126  the command cannot be executed, or its user (-u) or working directory (-w) cannot \
+                  be set up, as docker exec reports it.\n\
+                  127  the command was not found (docker 20.10's exec reports 126 here; ctr-exec keeps \
+                  the shell's and docker run's 127, which tells the two apart).",
     files: "containers/<id>/config.json\n    The container's OCI runtime spec.\n\
             /proc/<pid>/ns/*\n    The namespaces joined (through a pidfd where the kernel has one).",
     examples: "ctr-exec web cat /etc/hostname\nctr-exec -it web sh\n\
@@ -658,11 +688,12 @@ fn process_main(plan: &ProcessPlan, slave: Option<RawFd>, err: RawFd) -> (u8, St
     if let Some(u) = &plan.user {
         match resolve_user(u) {
             Ok(r) => (uid, gid, gids) = r,
-            Err(m) => return (125, m),
+            // docker exec: 126, the process could not be started.
+            Err(m) => return (126, m),
         }
     }
     if let Err(e) = std::env::set_current_dir(&plan.cwd) {
-        return (125, format!("chdir to {}: {e}", plan.cwd));
+        return (126, format!("chdir to {}: {e}", plan.cwd));
     }
     if let Some(l) = &plan.rlimits {
         if let Err(e) = rlimits::apply(l) {

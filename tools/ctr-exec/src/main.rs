@@ -2,7 +2,10 @@
 
 fn main() -> std::process::ExitCode {
     kist_common::diag::set_tool_name("ctr-exec");
-    let matches = ctr_exec::command().get_matches();
+    let matches = match ctr_exec::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return ctr_exec::clap_error(e),
+    };
     match ctr_exec::run(&matches) {
         Ok(status) => std::process::ExitCode::from(status),
         Err(e) => {

@@ -83,6 +83,19 @@ pub fn command() -> Command {
         )
         .arg(Arg::new("no-trunc").long("no-trunc").action(ArgAction::SetTrue).help("Do not truncate ids and commands"))
         .arg(
+            Arg::new("inspect")
+                .long("inspect")
+                .action(ArgAction::SetTrue)
+                .help("Print docker inspect's document of the CONTAINERs named (a JSON array), or --format TEMPLATE rendered over each (Go template: {{.State.Running}}, {{json .Config}}, {{range .Mounts}}...{{end}})"),
+        )
+        .arg(
+            Arg::new("container")
+                .value_name("CONTAINER")
+                .num_args(0..)
+                .requires("inspect")
+                .help("With --inspect: containers by id, name or unique id prefix"),
+        )
+        .arg(
             Arg::new("format")
                 .long("format")
                 .value_name("json|table|TEMPLATE")
@@ -92,7 +105,8 @@ pub fn command() -> Command {
             "Examples:\n  \
              ctr-list --format table\n  \
              ctr-list -a --filter status=exited --filter status=dead -q\n  \
-             ctr-list -a --filter label=app=web | ctr-kill --stop --rm",
+             ctr-list -a --filter label=app=web | ctr-kill --stop --rm\n  \
+             ctr-list --inspect --format '{{.State.Pid}} {{.NetworkSettings.IPAddress}}' web",
         )
 }
 
@@ -102,7 +116,12 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            status (Docker's words: \"Up 5 seconds\", \"Exited (0) 2 minutes ago\", \"Up 1 minute (Paused)\"), \
            ports, labels, pid, exitCode, restartCount, startedAt, finishedAt, oomKilled, and note when the \
            state differs from what state.json records (a dead process or owner, a reboot). \
-           With -q, bare ids, one per line (12 digits unless --no-trunc), which ctr-kill reads as well.",
+           With -q, bare ids, one per line (12 digits unless --no-trunc), which ctr-kill reads as well. \
+           With --inspect, docker inspect's documents of the containers named instead (a JSON array \
+           indented as docker's: Id, Created, Path, Args, State, Image, Name, RestartCount, HostConfig \
+           (AutoRemove, NetworkMode, RestartPolicy), Mounts, Config (Hostname, User, Tty, Env, Cmd, \
+           Image, WorkingDir, Labels), NetworkSettings (Ports, IPAddress, Networks)), or --format \
+           TEMPLATE rendered over each as a Go template; a key the document lacks is an error.",
     exit_status: kist_common::exit::EXIT_STATUS_TEXT,
     files: "containers/<id>/state.json\n    Read once per container, without locking.\n\
             /proc/<pid>/stat\n    Read for running containers to check that their process and owner live.\n\
@@ -243,9 +262,15 @@ pub fn collect(root: &StateRoot, host: &Host) -> Result<Vec<ContainerRecord>, Er
     Ok(out)
 }
 
+/// docker ps' IMAGE: the image as the user named it (`bb`, `bb:1`, an ID
+/// prefix); a name kist normalised itself (`docker.io/library/bb:latest`,
+/// from a record piped in) in its familiar form.
 fn image_column(rec: &ContainerRecord, trunc: bool) -> String {
-    match rec.image_ref.as_deref().and_then(|r| r.parse::<kist_common::Reference>().ok()) {
-        Some(r) => r.familiar(),
+    match rec.image_ref.as_deref() {
+        Some(r) if !r.starts_with("docker.io/") => r.to_string(),
+        Some(r) => {
+            r.parse::<kist_common::Reference>().map(|r| r.familiar()).unwrap_or_else(|_| r.to_string())
+        }
         None if trunc => rec.image.hex()[..12].to_string(),
         None => rec.image.to_string(),
     }
@@ -332,6 +357,21 @@ pub fn template_row(rec: &ContainerRecord, trunc: bool, now: f64) -> Row {
     }
 }
 
+/// docker ps' Mounts (each volume's name, else the bind source, cut to 15
+/// characters unless --no-trunc) and LocalVolumes (how many are volumes),
+/// from the container's config.json; the record's volumes if that cannot
+/// be read (a container being removed).
+fn add_mounts(row: &mut Row, root: &StateRoot, rec: &ContainerRecord, trunc: bool) {
+    let Ok(mounts) = kist_common::container::user_mounts(root, &rec.id) else { return };
+    let cut = |m: String| if trunc { ellipsis(&m, 15) } else { m };
+    let names: Vec<String> = mounts
+        .iter()
+        .map(|m| cut(m.volume.clone().unwrap_or_else(|| m.source.display().to_string())))
+        .collect();
+    row.set("Mounts", names.join(","));
+    row.set("LocalVolumes", mounts.iter().filter(|m| m.volume.is_some()).count().to_string());
+}
+
 /// docker ps' column headers.
 pub fn header(field: &str) -> Option<String> {
     let h = match field {
@@ -350,9 +390,54 @@ pub fn header(field: &str) -> Option<String> {
 pub const DEFAULT_TABLE: &str =
     "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}";
 
+/// `--inspect`: docker inspect's documents of the containers named, as a
+/// JSON array (Docker's indentation) or one rendered template each. Every
+/// container found is printed; one not found fails the run afterwards.
+fn inspect(root: &StateRoot, matches: &ArgMatches) -> Result<(), Error> {
+    use std::io::Write;
+    let format = matches.get_one::<String>("format").filter(|f| *f != "json");
+    let tmpl = format
+        .map(|f| kist_common::gotmpl::GoTemplate::parse(f))
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let host = Host::probe();
+    let mut docs = Vec::new();
+    let mut missing = Vec::new();
+    for q in matches.get_many::<String>("container").into_iter().flatten() {
+        let found = lifecycle::resolve(root, q).and_then(|id| Ok(lifecycle::load(root, &id)?));
+        match found {
+            Ok(state) => docs.push(kist_common::inspect::container(root, &lifecycle::record(&state, &host))),
+            Err(e) => missing.push(e),
+        }
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match &tmpl {
+        Some(t) => {
+            for d in &docs {
+                let line = t.render(d).map_err(|e| Error::Usage(e.to_string()))?;
+                writeln!(out, "{line}").map_err(Error::Stdout)?;
+            }
+        }
+        None => writeln!(out, "{}", kist_common::inspect::pretty_array(&docs)).map_err(Error::Stdout)?,
+    }
+    out.flush().map_err(Error::Stdout)?;
+    // Each one not found is said; the last is the run's error.
+    let last = missing.pop();
+    for e in &missing {
+        kist_common::diag::report(e);
+    }
+    match last {
+        Some(e) => Err(Error::Lifecycle(e)),
+        None => Ok(()),
+    }
+}
+
 pub fn run(matches: &ArgMatches) -> Result<(), Error> {
     use std::io::Write;
     let root = StateRoot::resolve(matches.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
+    if matches.get_flag("inspect") {
+        return inspect(&root, matches);
+    }
     let format = template::Choice::parse(matches.get_one::<String>("format").map(String::as_str))
         .map_err(|e| Error::Usage(e.to_string()))?;
     let filter_args: Vec<String> =
@@ -389,7 +474,19 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
                 template::Template::parse(DEFAULT_TABLE).map_err(|e| Error::Usage(e.to_string()))?
             }
         };
-        let rows: Vec<Row> = recs.iter().map(|r| template_row(r, trunc, host.now)).collect();
+        // Mounts and LocalVolumes need the container's config.json: read
+        // only when the template shows them.
+        let mounts = tmpl.uses("Mounts") || tmpl.uses("LocalVolumes");
+        let rows: Vec<Row> = recs
+            .iter()
+            .map(|r| {
+                let mut row = template_row(r, trunc, host.now);
+                if mounts {
+                    add_mounts(&mut row, &root, r, trunc);
+                }
+                row
+            })
+            .collect();
         let t = tmpl.render(&rows, &header).map_err(|e| Error::Usage(e.to_string()))?;
         out.write_all(t.as_bytes()).map_err(Error::Stdout)?;
     } else {

@@ -82,6 +82,12 @@ pub fn command() -> Command {
                 .help("Only images without a name (what img-rm --prune removes)"),
         )
         .arg(
+            Arg::new("inspect")
+                .long("inspect")
+                .action(ArgAction::SetTrue)
+                .help("Print docker image inspect's document of the image named (by name, ID or ID prefix) as a JSON array, or --format TEMPLATE rendered over it (Go template: {{.Id}}, {{json .Config.Env}}, {{range .RepoTags}}...{{end}})"),
+        )
+        .arg(
             Arg::new("repository")
                 .value_name("REPOSITORY[:TAG]")
                 .help("Only images of this repository (and tag), e.g. busybox or 127.0.0.1:5000/app:1"),
@@ -99,7 +105,9 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            as docker images shows them. The table's SIZE (and {{.Size}}) is the unpacked size \
            once img-unpack has made every layer's snapshot, as docker images shows it, else the \
            compressed size. With -q, bare image IDs instead, one per line, which \
-           img-rm and img-unpack read. Reads nothing.",
+           img-rm and img-unpack read. With --inspect, docker image inspect's document of the image \
+           named instead (a JSON array: Id, RepoTags, RepoDigests, Created, Architecture, Os, Size, \
+           Config, RootFS), or --format TEMPLATE rendered over it as a Go template. Reads nothing.",
     exit_status: kist_common::exit::EXIT_STATUS_TEXT,
     files: kist_common::man::STATE_FILES,
     examples: "img-list --format table\nimg-list -q | img-rm\nimg-list --dangling",
@@ -225,9 +233,84 @@ pub fn template_row(i: &Image, id: &str, now: i64, size: u64) -> Row {
     }
 }
 
+/// docker image inspect's document of one image (every name in the store
+/// that holds it as RepoTags and RepoDigests), the fields kist knows.
+fn inspect_doc(img: &Image, all: &[Image], root: &StateRoot) -> serde_json::Value {
+    use serde_json::json;
+    let names: Vec<Reference> = all
+        .iter()
+        .filter(|i| i.id == img.id)
+        .filter_map(|i| i.ref_name.as_deref().and_then(|n| n.parse::<Reference>().ok()))
+        .collect();
+    let tags: Vec<String> = names.iter().filter(|r| r.tag().is_some()).map(|r| r.familiar()).collect();
+    let digests: Vec<String> = names
+        .iter()
+        .map(|r| format!("{}@{}", r.familiar_name(), img.manifest))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rc = &img.run_config;
+    let set = |v: &[String]| -> serde_json::Value {
+        if v.is_empty() {
+            serde_json::Value::Null
+        } else {
+            v.iter().map(|k| (k.clone(), json!({}))).collect::<serde_json::Map<_, _>>().into()
+        }
+    };
+    let size = shown_size(img, root);
+    json!({
+        "Id": img.id.to_string(),
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Parent": "",
+        "Comment": "",
+        "Created": img.created.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        "Architecture": img.platform.architecture,
+        "Variant": img.platform.variant,
+        "Os": img.platform.os,
+        "Size": size,
+        "VirtualSize": size,
+        "Config": {
+            "User": rc.user,
+            "ExposedPorts": set(&rc.exposed_ports),
+            "Env": rc.env,
+            "Cmd": rc.cmd,
+            "Volumes": set(&rc.volumes),
+            "WorkingDir": rc.working_dir,
+            "Entrypoint": rc.entrypoint,
+            "Labels": if rc.labels.is_empty() { serde_json::Value::Null } else { json!(rc.labels) },
+            "StopSignal": if rc.stop_signal.is_empty() { serde_json::Value::Null } else { json!(rc.stop_signal) },
+        },
+        "RootFS": {"Type": "layers", "Layers": img.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+    })
+}
+
+/// `--inspect`: the image named by REPOSITORY[:TAG] or an image ID (prefix).
+fn inspect(store: &Store, images: &[Image], matches: &ArgMatches) -> Result<(), Error> {
+    use std::io::Write;
+    let q = matches.get_one::<String>("repository").cloned().unwrap_or_default();
+    let found = match catalog::resolve(images, &q)? {
+        catalog::Match::Tag(entries) => entries.first().and_then(|e| images.iter().find(|i| i.entry == *e)),
+        catalog::Match::Id(id) => images.iter().find(|i| i.id == id),
+    }
+    .ok_or_else(|| Error::Catalog(CatalogError::NotFound(q.clone())))?;
+    let doc = inspect_doc(found, images, store.root());
+    let text = match matches.get_one::<String>("format").filter(|f| *f != "json") {
+        Some(f) => kist_common::gotmpl::GoTemplate::parse(f)
+            .and_then(|t| t.render(&doc))
+            .map_err(|e| Error::Usage(e.to_string()))?,
+        None => kist_common::inspect::pretty_array(&[doc]),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|_| out.flush()).map_err(Error::Stdout)
+}
+
 pub fn run(matches: &ArgMatches) -> Result<(), Error> {
     let root = StateRoot::resolve(matches.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
     let store = Store::open(&root)?;
+    if matches.get_flag("inspect") {
+        return inspect(&store, &catalog::list(&store)?, matches);
+    }
     let format = template::Choice::parse(matches.get_one::<String>("format").map(String::as_str))
         .map_err(|e| Error::Usage(e.to_string()))?;
     let mut images = catalog::list(&store)?;
