@@ -139,6 +139,33 @@ pub fn update<T>(
     Ok((state, out))
 }
 
+/// As [`update`], but the new state is visible at once and made durable
+/// only by [`sync_state`] later: for a writer that has someone waiting on
+/// the change (ctr-spawn -d for "running") and can fsync after telling them.
+pub fn update_deferred<T>(
+    root: &StateRoot,
+    id: &str,
+    f: impl FnOnce(&mut ContainerState) -> T,
+) -> Result<(ContainerState, T), ContainerError> {
+    let path = ContainerPaths::new(root, id).state();
+    if !path.exists() {
+        return Err(ContainerError::NotFound(path.display().to_string()));
+    }
+    let _lock = container::lock(root, id)?;
+    let mut state = ContainerState::load(&path)?;
+    let out = f(&mut state);
+    crate::fsutil::atomic_write_json_durable(&path, &state, false)?;
+    Ok((state, out))
+}
+
+/// Makes what [`update_deferred`] wrote durable: the file, then its
+/// directory (the rename). A state of a --rm container is never synced.
+pub fn sync_state(root: &StateRoot, id: &str) -> std::io::Result<()> {
+    let path = ContainerPaths::new(root, id).state();
+    std::fs::File::open(&path)?.sync_all()?;
+    crate::fsutil::fsync_parent(&path)
+}
+
 /// Facts about this host read once per process, so that judging thousands
 /// of states costs no extra system calls for the ones that are not running.
 #[derive(Debug, Clone)]

@@ -543,9 +543,14 @@ pub(crate) fn write_file(fs: &dyn CgroupFs, path: &Path, data: &str) -> Result<(
     fs.write(path, data).map_err(io_err("write", path))
 }
 
-/// Reads a file of pids (cgroup.procs).
+/// Reads a file of pids (cgroup.procs). A cgroup removed meanwhile (the
+/// monitor and ctr-kill --rm -f may both tear one down) holds none.
 pub(crate) fn read_pids(fs: &dyn CgroupFs, path: &Path) -> Result<Vec<u32>> {
-    Ok(read_file(fs, path)?.split_whitespace().filter_map(|s| s.parse().ok()).collect())
+    match fs.read(path) {
+        Ok(text) => Ok(text.split_whitespace().filter_map(|s| s.parse().ok()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
 }
 
 /// A single number, or `None` for "max" / empty.

@@ -547,3 +547,20 @@ fn real_host_oom_and_pids_limit() {
     assert!(libc::WIFEXITED(status2));
     assert_eq!(libc::WEXITSTATUS(status2), 3);
 }
+
+#[test]
+fn a_cgroup_removed_by_someone_else_has_no_pids_and_destroys_cleanly() {
+    // The monitor and `ctr-kill --rm -f` may tear the same cgroup down at
+    // once: whoever comes second finds directories gone mid-way.
+    for fake in [fake_v1 as fn(&Path), fake_v2] {
+        let t = tempfile::tempdir().unwrap();
+        fake(t.path());
+        let l = layout(t.path());
+        let cg = create(&l, "kist/gone", &LinuxResources::default()).unwrap();
+        let other = open(&l, "kist/gone").unwrap();
+        other.destroy(Duration::ZERO).unwrap();
+        assert_eq!(cg.pids().unwrap(), Vec::<u32>::new());
+        cg.destroy(Duration::from_millis(100)).unwrap();
+        assert!(cg.paths().iter().all(|p| !p.exists()), "{:?}", cg.paths());
+    }
+}

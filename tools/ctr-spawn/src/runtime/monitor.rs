@@ -1,12 +1,12 @@
 //! The monitor of a detached container (`ctr-spawn -d`, `--start`,
-//! `--restore`). ctr-spawn forks twice (the monitor gets its own session
-//! and outlives ctr-spawn; it stays a host process and never enters the
+//! `--restore`). ctr-spawn forks the monitor (in a session of its own, it
+//! outlives ctr-spawn; it stays a host process and never enters the
 //! container). In the monitor process ctr-spawn creates the cgroup,
 //! starts the container (its init a child of the monitor, which is a
 //! subreaper; the init has PDEATHSIG KILL, so a killed monitor takes its
 //! container along and ctr-list reports the exit truthfully), records it
-//! as running, tells the waiting ctr-spawn over a pipe whether the start
-//! succeeded (and if not, why, with the 125/126/127 status), and then
+//! as running (made durable right after), tells the waiting ctr-spawn
+//! over a pipe whether the start succeeded (and if not, why, with the 125/126/127 status), and then
 //! execs ctr-monitor, handing over the init, its output pipes (or the
 //! pty's master) and its port sockets: the resident monitor is that small
 //! binary (kist_common::monitor does the watching: logs, exit, restart
@@ -46,33 +46,30 @@ use crate::Error;
 /// reason it could not start.
 pub fn spawn(root: &StateRoot, plan: Plan) -> Result<(), Error> {
     let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe"))?;
-    // SAFETY: ctr-spawn is single-threaded here; the child only forks
-    // again and exits, or becomes the monitor.
+    // SAFETY: ctr-spawn is single-threaded here; the child becomes the
+    // monitor. One fork is enough: the monitor leads a session of its own
+    // (setsid) and never opens a terminal (a pty's master comes over a
+    // socket), so it cannot gain a controlling terminal; when ctr-spawn
+    // exits it is reparented like any orphan.
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
         ForkResult::Child => {
             drop(report_r);
             let _ = nix::unistd::setsid();
-            // SAFETY: still single-threaded.
-            match unsafe { fork() } {
-                Ok(ForkResult::Child) => {
-                    let code = monitor(root, &plan, report_w);
-                    // SAFETY: ending the monitor without running the
-                    // parent's destructors (its guards belong to ctr-spawn).
-                    unsafe { libc::_exit(code) }
-                }
-                // SAFETY: as above: the intermediate child leaves at once.
-                _ => unsafe { libc::_exit(0) },
-            }
+            let code = monitor(root, &plan, report_w);
+            // SAFETY: ending the monitor without running the parent's
+            // destructors (its guards belong to ctr-spawn).
+            unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
             drop(report_w);
-            let _ = waitpid(child, None);
             let mut answer = String::new();
             let _ = std::fs::File::from(report_r).read_to_string(&mut answer);
             let answer = answer.trim_end();
             if answer == "ok" {
                 return Ok(());
             }
+            // A monitor that could not start its container ends at once.
+            let _ = waitpid(child, None);
             let (status, message) = answer
                 .split_once(' ')
                 .and_then(|(s, m)| Some((s.parse::<u8>().ok()?, m.to_string())))
@@ -265,7 +262,8 @@ fn start_once(
     let pid = running.pid;
     let owner = std::process::id() as i32;
     let (ports, networks) = super::attached::net_view(&running);
-    let saved = lifecycle::update(root, &plan.id, |s| {
+    // Told before it is durable: the fsync follows the report.
+    let saved = lifecycle::update_deferred(root, &plan.id, |s| {
         s.ports = ports;
         s.networks = networks;
         s.status = Status::Running;
@@ -277,12 +275,18 @@ fn start_once(
         s.oom_killed = false;
         s.boot_id = container::boot_id();
     });
-    if let Err(e) = saved {
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        return Err(e.into());
-    }
+    let saved = match saved {
+        Ok((state, ())) => state,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e.into());
+        }
+    };
     report(report_fd, "ok");
+    if !saved.auto_remove {
+        let _ = lifecycle::sync_state(root, &plan.id);
+    }
     let outputs = match running.terminal.take() {
         Some(master) => vec![(master, Stream::Stdout)],
         None => vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)],
