@@ -8,7 +8,7 @@
 //! waits for the layers below, and copies the files up.
 //!
 //! Next to each snapshot, `snapshots/<chain-id>.json` records what it is
-//! (diff_id, parent chain ID, layer digest, size, creation time), for
+//! (diff_id, parent chain ID, layer digest, tar and disk sizes, creation time), for
 //! img-rm's garbage collection and for people; see kist-state(5).
 
 use std::collections::HashMap;
