@@ -145,15 +145,17 @@ impl Image {
         self.manifest_size + self.config.size + self.layers.iter().map(|l| l.size).sum::<u64>()
     }
 
-    /// Uncompressed size, as `docker images` shows it: the sum of the
-    /// layers' tar streams that img-unpack recorded beside each snapshot
-    /// (`snapshots/<chain-id>.json`, `size`). None until every layer is
-    /// unpacked.
+    /// Unpacked size, as `docker images` shows it: the sum of the layers'
+    /// sizes by Docker's rule (files' and symlinks' apparent sizes, hard
+    /// links once, directories nothing) that img-unpack recorded beside
+    /// each snapshot (`snapshots/<chain-id>.json`, `diskSize`; a snapshot
+    /// made before that field existed falls back to its tar stream's
+    /// `size`). None until every layer is unpacked.
     pub fn unpacked_size(&self, root: &crate::StateRoot) -> Option<u64> {
         self.chain_ids().iter().try_fold(0u64, |sum, chain| {
             let meta = root.snapshots_dir().join(format!("{}.json", chain.hex()));
             let v: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
-            Some(sum + v.get("size")?.as_u64()?)
+            Some(sum + v.get("diskSize").or_else(|| v.get("size"))?.as_u64()?)
         })
     }
 

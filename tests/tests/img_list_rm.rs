@@ -22,13 +22,28 @@ fn snapshot(root: &Path, d: &Digest) -> PathBuf {
     root.join("snapshots").join(d.hex())
 }
 
-/// The image's layers' uncompressed sizes, as img-unpack recorded them.
+/// The image's layers' unpacked sizes, as img-unpack recorded them.
 fn unpacked_size(root: &Path, img: &BuiltImage) -> u64 {
     kist_common::record::chain_ids(&img.diff_ids)
         .iter()
         .map(|c| {
             let meta = std::fs::read(root.join("snapshots").join(format!("{}.json", c.hex()))).unwrap();
-            serde_json::from_slice::<serde_json::Value>(&meta).unwrap()["size"].as_u64().unwrap()
+            serde_json::from_slice::<serde_json::Value>(&meta).unwrap()["diskSize"].as_u64().unwrap()
+        })
+        .sum()
+}
+
+/// Docker's size of a layer built from `entries` (moby's directory size of
+/// the overlay2 diff directory): files' bytes and symlinks' target lengths;
+/// directories and hard links (a second name of a counted file) count
+/// nothing. Computed from the entries, not from what img-unpack wrote.
+fn docker_size(entries: &[image::Entry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| match e {
+            image::Entry::File { data, .. } => data.len() as u64,
+            image::Entry::Symlink { target, .. } => target.len() as u64,
+            image::Entry::Dir { .. } | image::Entry::Hardlink { .. } => 0,
         })
         .sum()
 }
@@ -340,9 +355,57 @@ fn size_is_the_unpacked_size_once_unpacked_as_docker_shows_it() {
     let packed = size(&root);
     run(root.cmd("img-unpack").arg(BB)).assert_ok();
     let unpacked = unpacked_size(root.path(), &bb);
+    // docker images shows 1.98MB (1984371 bytes with busybox 1.35's
+    // binary) for this image where the tar streams add up to 2.13MB.
+    assert_eq!(unpacked, docker_size(&image::busybox_entries()));
     assert_eq!(size(&root), kist_common::output::human_size_decimal(unpacked));
     assert_ne!(size(&root), packed, "busybox compresses, so the two sizes differ");
     // The record keeps the compressed size it documents.
     let rec = &run(&mut root.cmd("img-list")).records()[0];
     assert_ne!(rec["size"].as_u64().unwrap(), unpacked);
+}
+
+#[test]
+fn size_follows_dockers_rule_files_symlinks_hardlinks_once_no_dirs() {
+    use kist_tests::image::{layer_tar, Entry, ImageBuilder};
+    let root = TestRoot::new();
+    let big = vec![b'x'; 5000];
+    let lower = vec![
+        Entry::dir("a", 0o755),
+        Entry::dir("a/deep", 0o700),
+        Entry::dir("a/deep/er", 0o755),
+        Entry::file("a/f", 0o644, &big),
+        Entry::hardlink("a/deep/er/f2", "a/f"),
+        Entry::hardlink("a/f3", "a/f"),
+        Entry::file("a/empty", 0o644, b""),
+        Entry::file("a/gone", 0o644, b"0123456789"),
+        Entry::symlink("a/s", "deep/er/f2"),
+        Entry::dir("b", 0o755),
+    ];
+    let upper = vec![
+        Entry::dir("a", 0o755),
+        // A whiteout: unpacked as a 0/0 device, it counts nothing.
+        Entry::file("a/.wh.gone", 0o644, b""),
+        Entry::file("c", 0o600, &[7u8; 321]),
+        Entry::symlink("l", "/a/deep/er/f2"),
+    ];
+    let img = ImageBuilder::new()
+        .layer(layer_tar(&lower))
+        .layer(layer_tar(&upper))
+        .write_layout(&root.path().join("layout"), "latest");
+    let reference = "127.0.0.1:5000/test/sizes:1";
+    store::import(root.path(), &img, reference);
+    run(root.cmd("img-unpack").arg(reference)).assert_ok();
+    let want_lower = 5000 + 10 + "deep/er/f2".len() as u64;
+    let want_upper = 321 + "/a/deep/er/f2".len() as u64;
+    assert_eq!(docker_size(&lower), want_lower);
+    assert_eq!(docker_size(&upper), want_upper);
+    assert_eq!(unpacked_size(root.path(), &img), want_lower + want_upper);
+    let out = run(root.cmd("img-list").args(["--format", "{{.Size}}", reference]));
+    out.assert_ok();
+    // 5354 bytes, where the tar streams come to over 10 kB.
+    assert_eq!(out.stdout_str().trim(), "5.35kB");
+    let out = run(root.cmd("img-list").args(["--format", "table", reference]));
+    out.assert_ok();
+    assert!(out.stdout_str().lines().nth(1).unwrap().trim_end().ends_with("5.35kB"), "{}", out.stdout_str());
 }

@@ -39,7 +39,12 @@ pub const READONLY_PATHS: &[&str] =
     &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// A named volume the container uses and whether it must be filled from
-/// the image's content at its mount point (it was created just now).
+/// the image's content at its mount point: Docker copies that content in
+/// when the container is created, and only into an empty volume. kist can
+/// read the image's tree only once the rootfs is mounted, so the decision
+/// is taken at create (the volume was empty then) and the copy is made at
+/// the first start, without replacing anything written in between (what
+/// Docker's later writes on top of its copy would leave).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VolumeUse {
     pub name: String,
@@ -47,6 +52,38 @@ pub struct VolumeUse {
     pub target: String,
     pub fill: bool,
     pub anonymous: bool,
+}
+
+impl VolumeUse {
+    /// Held while a volume's emptiness is judged and while it is filled, so
+    /// two containers never fill one volume at once.
+    pub fn fill_lock(data: &Path) -> PathBuf {
+        data.with_file_name("fill.lock")
+    }
+
+    /// Present once a container filled the volume: another container that
+    /// saw it empty at its own create must not fill it again (Docker's copy
+    /// was made when the first one was created).
+    pub fn filled_marker(data: &Path) -> PathBuf {
+        data.with_file_name("filled")
+    }
+}
+
+/// Whether a new container must fill the volume at `data`: Docker's rule,
+/// "copy the image's content in only if the volume is empty", judged now
+/// with the volume's fill lock held. An empty volume that was filled and
+/// emptied since is filled again, as Docker does.
+fn volume_wants_fill(data: &Path) -> Result<bool, Error> {
+    let _lock = kist_common::fsutil::Lock::exclusive(&VolumeUse::fill_lock(data))?;
+    let empty = std::fs::read_dir(data).map_err(Error::io("cannot read volume", data))?.next().is_none();
+    if empty {
+        match std::fs::remove_file(VolumeUse::filled_marker(data)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot reset volume", VolumeUse::filled_marker(data))(e)),
+        }
+    }
+    Ok(empty)
 }
 
 /// Everything the runtime needs beyond config.json.
@@ -403,7 +440,8 @@ fn user_mounts(opts: &Options, inp: &Inputs<'_>) -> Result<(Vec<Value>, Vec<Volu
                     o.push("ro");
                 }
                 out.push(json!({"destination": target, "type": "bind", "source": data, "options": o}));
-                volumes.push(VolumeUse { name, data, target, fill: created && !nocopy, anonymous });
+                let fill = !nocopy && volume_wants_fill(&data)?;
+                volumes.push(VolumeUse { name, data, target, fill, anonymous });
             }
             MountSpec::Tmpfs { target, options } => {
                 let mut o: Vec<String> = vec!["noexec".into(), "nosuid".into(), "nodev".into()];

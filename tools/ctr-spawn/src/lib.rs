@@ -171,7 +171,11 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
             containers/<id>/state.json\n    Status, pid, image, snapshots, exit code.\n\
             containers/<id>/{upper,work,rootfs}\n    Overlay upper and work directories and mount point.\n\
             names/<name>\n    The id of the container of that name.\n\
-            volumes/<name>/_data\n    Named volumes.\n\
+            volumes/<name>/_data\n    Named volumes. One that is empty when a container using it is \
+            created is filled with the image's content at the mount point at that container's first \
+            start (what was copied in meanwhile is kept), unless nocopy; one with content never is.\n\
+            volumes/<name>/fill.lock, filled\n    Held while a volume is judged and filled; present \
+            once it was filled.\n\
             containers/<id>/spawn.json\n    What --start and the monitor need beyond config.json: overlay \
             layers, volumes, restart policy, log options.\n\
             containers/<id>/log.jsonl, log.jsonl.1 ... log.jsonl.N\n    The detached container's output \

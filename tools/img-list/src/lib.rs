@@ -103,8 +103,9 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            layers, diffIds, platform, created, size (compressed: manifest, config and layers), \
            store, and in addition repository and tag (\"<none>\" for an image without a name), \
            as docker images shows them. The table's SIZE (and {{.Size}}) is the unpacked size \
-           once img-unpack has made every layer's snapshot, as docker images shows it, else the \
-           compressed size. With -q, bare image IDs instead, one per line, which \
+           once img-unpack has made every layer's snapshot, counted as docker images counts it \
+           (the apparent sizes of the layers' files and symlinks, a file with several hard links \
+           once, directories nothing), else the compressed size. With -q, bare image IDs instead, one per line, which \
            img-rm and img-unpack read. With --inspect, docker image inspect's document of the image \
            named instead (a JSON array: Id, RepoTags, RepoDigests, Created, Architecture, Os, Size, \
            Config, RootFS), or --format TEMPLATE rendered over it as a Go template. Reads nothing.",

@@ -170,7 +170,7 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            --bundle, snapshots holds the one root file system written.",
     exit_status: kist_common::exit::EXIT_STATUS_TEXT,
     files: "$KIST_ROOT/snapshots/<chain-id>/\n    One unpacked layer; overlay whiteouts are 0/0 character devices and trusted.overlay.opaque=y directories.\n\
-            $KIST_ROOT/snapshots/<chain-id>.json\n    What the snapshot holds: diffId, parent, layer digest, mediaType, size, created.\n\
+            $KIST_ROOT/snapshots/<chain-id>.json\n    What the snapshot holds: diffId, parent, layer digest, mediaType, size (of the tar stream), diskSize (as docker images counts it: files' and symlinks' apparent sizes, hard links once, directories nothing), created.\n\
             $KIST_ROOT/tmp/unpack-*\n    Layers being unpacked; renamed into snapshots/ once verified.\n\
             $KIST_ROOT/locks/snapshots.lock\n    Held shared while unpacking, exclusively by img-rm's collection.",
     examples: "img-fetch busybox | img-unpack\n\

@@ -8,7 +8,7 @@
 //! waits for the layers below, and copies the files up.
 //!
 //! Next to each snapshot, `snapshots/<chain-id>.json` records what it is
-//! (diff_id, parent chain ID, layer digest, size, creation time), for
+//! (diff_id, parent chain ID, layer digest, tar and disk sizes, creation time), for
 //! img-rm's garbage collection and for people; see kist-state(5).
 
 use std::collections::HashMap;
@@ -79,6 +79,9 @@ struct SnapshotMeta<'a> {
     media_type: &'a str,
     /// Uncompressed size of the layer's tar stream.
     size: u64,
+    /// The layer's size as Docker counts it for `docker images`: see
+    /// [`disk_size`].
+    disk_size: u64,
     /// Unix seconds when the snapshot was made.
     created: u64,
 }
@@ -247,6 +250,7 @@ impl Snapshots {
         }
         ex.finish().map_err(ext_err)?;
         drop(ex);
+        let disk_size = disk_size(&tmp).map_err(io("measure", &tmp))?;
         sync_tree(&tmp).map_err(io("sync", &tmp))?;
         let dest = self.path(chain);
         std::fs::create_dir_all(self.root.snapshots_dir())
@@ -266,6 +270,7 @@ impl Snapshots {
             layer: &job.source.digest,
             media_type: &job.source.media_type,
             size,
+            disk_size,
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -281,6 +286,30 @@ impl Snapshots {
         drop(permit);
         Ok(())
     }
+}
+
+/// The size of an unpacked layer by Docker's rule (moby's directory size of
+/// an overlay2 diff directory, which `docker images` sums over the layers):
+/// the apparent size (`st_size`, from lstat) of every entry that is not a
+/// directory — regular files, and symlinks by the length of their target —
+/// counting an inode that several hard links share once. Whiteouts are
+/// 0/0 character devices, so they count nothing.
+pub fn disk_size(dir: &Path) -> std::io::Result<u64> {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let m = std::fs::symlink_metadata(entry.path())?;
+            if m.is_dir() {
+                stack.push(entry.path());
+            } else if m.len() > 0 && seen.insert(std::os::unix::fs::MetadataExt::ino(&m)) {
+                total += m.len();
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// Flushes a finished snapshot to disk before it becomes visible, so that

@@ -266,20 +266,35 @@ pub fn parse_options(options: &[String]) -> (MsFlags, Vec<String>, bool) {
 }
 
 /// Copies the directory tree at `src` (a path through /proc/self/fd of a
-/// directory inside the rootfs) into the empty directory `dst`, keeping
-/// modes, owners and symlinks (never following them): Docker fills a new
-/// volume with what the image has at the mount point.
+/// directory inside the rootfs) into the directory `dst`, keeping modes,
+/// owners and symlinks (never following them): Docker fills a new volume
+/// with what the image has at the mount point. An entry `dst` already has
+/// is kept (a directory on both sides is merged), as Docker's copy made at
+/// create would have been overwritten by the later write.
 pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
-    let meta = std::fs::symlink_metadata(src)?;
+    // Followed: `src` is the magic link of a descriptor already resolved
+    // inside the rootfs (lstat would give the link's own mode, 0000).
+    let meta = std::fs::metadata(src)?;
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+    merge_tree(src, dst)
+}
+
+fn merge_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
     for entry in std::fs::read_dir(src)? {
         let entry = entry?;
         let from = entry.path();
         let to = dst.join(entry.file_name());
         let m = std::fs::symlink_metadata(&from)?;
         let ft = m.file_type();
+        if let Ok(have) = std::fs::symlink_metadata(&to) {
+            if ft.is_dir() && have.is_dir() {
+                merge_tree(&from, &to)?;
+            }
+            continue;
+        }
         if ft.is_dir() {
             std::fs::create_dir(&to)?;
             copy_tree(&from, &to)?;

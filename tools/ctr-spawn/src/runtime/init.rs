@@ -36,6 +36,24 @@ fn setup(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> Failure {
     move |e| Failure { status: 125, message: format!("{what}: {}", e.desc()) }
 }
 
+/// Fills a volume from the image's tree at its mount point, with the
+/// volume's fill lock held, unless another container filled it since this
+/// one saw it empty. What was written into it before (`ctr-cp` into the
+/// created container) is kept: Docker copies at create, so such writes
+/// land on top of its copy.
+fn fill_volume(v: &crate::bundle::VolumeUse, from: &Path) -> Result<(), Failure> {
+    let fail = |e: &dyn std::fmt::Display| other(format!("fill volume {} from the image: {e}", v.name));
+    let _lock = kist_common::fsutil::Lock::exclusive(&crate::bundle::VolumeUse::fill_lock(&v.data))
+        .map_err(|e| fail(&e))?;
+    let marker = crate::bundle::VolumeUse::filled_marker(&v.data);
+    if marker.exists() {
+        return Ok(());
+    }
+    fs::copy_tree(from, &v.data).map_err(|e| fail(&e))?;
+    std::fs::write(&marker, b"").map_err(|e| fail(&e))?;
+    Ok(())
+}
+
 fn other(what: impl std::fmt::Display) -> Failure {
     Failure { status: 125, message: what.to_string() }
 }
@@ -413,8 +431,7 @@ fn mount_one(plan: &Plan, root: RawFd, m: &Mount, gate: &Gate) -> Result<(), Fai
         if let Some(v) = plan.volumes.iter().find(|v| v.fill && Path::new(&v.target) == dst) {
             let from = PathBuf::from(fs::fd_path(target.as_raw_fd()).to_string_lossy().into_owned());
             if from.is_dir() {
-                fs::copy_tree(&from, &v.data)
-                    .map_err(|e| other(format!("fill volume {} from the image: {e}", v.name)))?;
+                fill_volume(v, &from)?;
             }
         }
         fs::bind_fd(src_fd.as_raw_fd(), &target, flags.contains(MsFlags::MS_REC))
