@@ -127,16 +127,7 @@ pub fn update<T>(
     id: &str,
     f: impl FnOnce(&mut ContainerState) -> T,
 ) -> Result<(ContainerState, T), ContainerError> {
-    let path = ContainerPaths::new(root, id).state();
-    if !path.exists() {
-        // Removed: do not leave a lock file behind for it.
-        return Err(ContainerError::NotFound(path.display().to_string()));
-    }
-    let _lock = container::lock(root, id)?;
-    let mut state = ContainerState::load(&path)?;
-    let out = f(&mut state);
-    state.save(&path)?;
-    Ok((state, out))
+    update_with(root, id, f, |state, path| state.save(path))
 }
 
 /// As [`update`], but the new state is visible at once and made durable
@@ -147,14 +138,24 @@ pub fn update_deferred<T>(
     id: &str,
     f: impl FnOnce(&mut ContainerState) -> T,
 ) -> Result<(ContainerState, T), ContainerError> {
+    update_with(root, id, f, |state, path| Ok(crate::fsutil::atomic_write_json_durable(path, state, false)?))
+}
+
+fn update_with<T>(
+    root: &StateRoot,
+    id: &str,
+    f: impl FnOnce(&mut ContainerState) -> T,
+    save: impl FnOnce(&ContainerState, &Path) -> Result<(), ContainerError>,
+) -> Result<(ContainerState, T), ContainerError> {
     let path = ContainerPaths::new(root, id).state();
     if !path.exists() {
+        // Removed: do not leave a lock file behind for it.
         return Err(ContainerError::NotFound(path.display().to_string()));
     }
     let _lock = container::lock(root, id)?;
     let mut state = ContainerState::load(&path)?;
     let out = f(&mut state);
-    crate::fsutil::atomic_write_json_durable(&path, &state, false)?;
+    save(&state, &path)?;
     Ok((state, out))
 }
 
