@@ -23,7 +23,7 @@ need dockerd docker.io
 need podman podman
 need nft nftables
 need jq jq
-for t in ctr-spawn ctr-kill; do
+for t in ctr-spawn ctr-monitor ctr-kill; do
     [ -x "$BIN/$t" ] || { echo "$t not built in $BIN (cargo build --release -p $t)" >&2; exit 1; }
 done
 
