@@ -4,6 +4,24 @@
 //! Scripts branch on these numbers, so they are part of the interface and
 //! documented in every man page's EXIT STATUS section.
 
+/// The exit status of the container runners (ctr-spawn, ctr-exec) for
+/// their own failures, a bad flag included, as `docker run` and `docker
+/// exec` give it: a container's own status cannot be taken for it.
+pub const RUNNER_FAILURE: u8 = 125;
+
+/// Prints clap's verdict on a container runner's command line and maps
+/// it: --help and --version exit 0, a usage error [`RUNNER_FAILURE`].
+pub fn runner_clap_exit(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::from(RUNNER_FAILURE),
+    }
+}
+
 /// Process exit codes of the kist tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -70,20 +70,6 @@ impl Error {
     }
 }
 
-/// clap's verdict on the command line: help and version exit 0, a usage
-/// error 125, as docker exec's flag errors do (ctr-exec's own error
-/// status, which a command's status cannot be taken for).
-pub fn clap_error(e: clap::Error) -> std::process::ExitCode {
-    use clap::error::ErrorKind;
-    let _ = e.print();
-    match e.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => std::process::ExitCode::SUCCESS,
-        _ => std::process::ExitCode::from(125),
-    }
-}
-
 impl HasExitCode for Error {
     fn exit_code(&self) -> ExitCode {
         match self {

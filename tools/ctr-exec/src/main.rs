@@ -4,7 +4,7 @@ fn main() -> std::process::ExitCode {
     kist_common::diag::set_tool_name("ctr-exec");
     let matches = match ctr_exec::command().try_get_matches() {
         Ok(m) => m,
-        Err(e) => return ctr_exec::clap_error(e),
+        Err(e) => return kist_common::exit::runner_clap_exit(e),
     };
     match ctr_exec::run(&matches) {
         Ok(status) => std::process::ExitCode::from(status),

@@ -199,19 +199,6 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
     see_also: "img-unpack(1), ctr-monitor(1), ctr-list(1), ctr-kill(1), ctr-logs(1), ctr-exec(1), ctr-net(1), nft(8), kist-state(5), kist-records(5), runc(8)",
 };
 
-/// Maps a clap error to Docker's convention: usage errors exit 125, as
-/// `docker run` does for a bad flag; --help and --version print and exit 0.
-pub fn clap_error(e: clap::Error) -> std::process::ExitCode {
-    use clap::error::ErrorKind;
-    let _ = e.print();
-    match e.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => std::process::ExitCode::SUCCESS,
-        _ => std::process::ExitCode::from(125),
-    }
-}
-
 /// Runs the container; returns the status to exit with.
 pub fn run(matches: &clap::ArgMatches) -> Result<u8, Error> {
     if let Some(id) = matches.get_one::<String>("monitor-resume") {

@@ -5,7 +5,7 @@ fn main() -> std::process::ExitCode {
     kist_common::diag::set_tool_name("ctr-spawn");
     let matches = match ctr_spawn::command().try_get_matches() {
         Ok(m) => m,
-        Err(e) => return ctr_spawn::clap_error(e),
+        Err(e) => return kist_common::exit::runner_clap_exit(e),
     };
     match ctr_spawn::run(&matches) {
         Ok(status) => std::process::ExitCode::from(status),
