@@ -67,40 +67,23 @@ rootfs=$CACHE/minbase
 # namespace of its own (apt-get and debootstrap above needed the host's).
 bench_private_netns "$0" "$@"
 
-FS=${BENCH_FS:-loop}
 PRIO=${BENCH_PRIORITY:-1}
 tmp=$(mktemp -d /tmp/kist-bench-unpack.XXXXXX)
 work=$tmp/fs
 mkdir -p "$work"
 dpid=
 rpid=
-loopdev=
 cleanup() {
     [ -n "$dpid" ] && { kill "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true; }
     [ -n "$rpid" ] && { kill "$rpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true; }
     umount -R "$work/docker" 2>/dev/null || true
-    if [ -n "$loopdev" ]; then
-        umount "$work" 2>/dev/null || true
-        losetup -d "$loopdev" 2>/dev/null || true
-    fi
+    bench_fs_cleanup "$work"
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-if [ "$FS" = loop ]; then
-    truncate -s 16G "$tmp/fs.img"
-    mkfs.ext4 -q -F "$tmp/fs.img"
-    if loopdev=$(losetup --direct-io=on -f --show "$tmp/fs.img" 2>/dev/null) && mount "$loopdev" "$work"; then
-        fsdesc="a fresh ext4 file system (mkfs.ext4 defaults, journal) on a loop device with direct I/O, backed by a file on the host disk"
-    else
-        echo "img-unpack bench: no loop device, measuring on the host file system" >&2
-        [ -n "$loopdev" ] && { losetup -d "$loopdev" || true; loopdev=; }
-        FS=host
-    fi
-fi
-if [ "$FS" != loop ]; then
-    fsdesc="the host's $(findmnt -no FSTYPE -T "$work") file system under /tmp"
-fi
-
+# kist's snapshots, umoci's bundle and docker's data root side by side.
+bench_fs "$work" 16G
+fsdesc=$BENCH_FSDESC
 
 # 2. An OCI layout of it: two gzip layers (usr/lib and usr/share apart
 # from the rest), built once and kept in $BENCH_OUT.

@@ -135,10 +135,11 @@ prio_exec() {
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-# bench_fs DIR: makes DIR (an empty directory) the file system the bench
+# bench_fs DIR [SIZE]: makes DIR (an empty directory) the file system the bench
 # writes to, by $BENCH_FS: "loop" (the default) mounts a fresh ext4 (mkfs
 # defaults, with a journal) on a loop device with direct I/O, backed by
-# DIR.img on the host disk; "host" leaves DIR on the host's file system.
+# DIR.img (SIZE, default 8G, sparse) on the host disk; "host" leaves DIR
+# on the host's file system.
 # This machine's root is ext4 *without* a journal, where every inode
 # created within seconds of many deletions scans the recently deleted ones
 # (ext4 recently_deleted(): 16 % of a `ctr-spawn --rm` run's CPU, growing
@@ -146,10 +147,10 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # img-unpack bench. Sets BENCH_FSDESC; bench_fs_cleanup DIR undoes it
 # (call it after everything under DIR is unmounted and removed).
 bench_fs() {
-    local dir=$1 dev
+    local dir=$1 size=${2:-8G} dev
     BENCH_FSDESC="the host's $(findmnt -no FSTYPE -T "$dir") file system under /tmp"
     [ "${BENCH_FS:-loop}" = loop ] || return 0
-    truncate -s 8G "$dir.img"
+    truncate -s "$size" "$dir.img"
     mkfs.ext4 -q -F "$dir.img"
     if dev=$(losetup --direct-io=on -f --show "$dir.img" 2>/dev/null) && mount "$dev" "$dir"; then
         BENCH_FSDESC="a fresh ext4 file system (mkfs.ext4 defaults, journal) on a loop device with direct I/O, backed by a file on the host disk"
