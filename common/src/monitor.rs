@@ -14,7 +14,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -188,7 +188,7 @@ pub fn finish(root: &StateRoot, id: &str, cgroup: &str, removed: bool) -> Result
 
 /// Whether the kernel's OOM killer struck in the cgroup.
 pub fn oom_killed(cgroup: &str) -> bool {
-    crate::cgroup::detect(Path::new("/sys/fs/cgroup"))
+    crate::cgroup::host()
         .and_then(|layout| crate::cgroup::open(&layout, cgroup))
         .and_then(|cg| cg.oom_killed())
         .unwrap_or(false)

@@ -155,7 +155,7 @@ pub fn unmount_beneath(dir: &Path) -> Result<(), TeardownError> {
 fn cgroup(rel: &str) -> Result<cgroup::Cgroup, TeardownError> {
     let err =
         |e: cgroup::CgroupError| TeardownError::Cgroup { path: PathBuf::from(rel), message: e.to_string() };
-    let layout = cgroup::detect(Path::new("/sys/fs/cgroup")).map_err(err)?;
+    let layout = cgroup::host().map_err(err)?;
     cgroup::open(&layout, rel).map_err(err)
 }
 

@@ -309,6 +309,19 @@ pub fn detect(root: &Path) -> Result<CgroupLayout> {
     detect_with(Arc::new(RealFs), root)
 }
 
+/// The host's layout under `/sys/fs/cgroup`, detected once per process:
+/// mounts do not change while a tool runs, and a container's start asks
+/// several times (the stale cgroup's teardown, the new one's creation, the
+/// OOM check at its exit), each a hundred or so system calls on a v1 host.
+pub fn host() -> Result<CgroupLayout> {
+    static HOST: std::sync::OnceLock<CgroupLayout> = std::sync::OnceLock::new();
+    if let Some(l) = HOST.get() {
+        return Ok(l.clone());
+    }
+    let layout = detect(Path::new("/sys/fs/cgroup"))?;
+    Ok(HOST.get_or_init(|| layout).clone())
+}
+
 /// [`detect`] through a given [`CgroupFs`] (fake trees in tests).
 ///
 /// A directory with `cgroup.controllers` is a cgroup2 mount; one with

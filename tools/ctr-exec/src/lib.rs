@@ -267,7 +267,7 @@ pub fn run(m: &clap::ArgMatches) -> Result<u8, Error> {
         .iter()
         .map(|n| n.typ())
         .collect();
-    let cgroup = match (&state.cgroup, kist_common::cgroup::detect(Path::new("/sys/fs/cgroup"))) {
+    let cgroup = match (&state.cgroup, kist_common::cgroup::host()) {
         (Some(name), Ok(layout)) => kist_common::cgroup::open(&layout, name).ok(),
         _ => None,
     };

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command};
@@ -412,13 +412,8 @@ pub fn run(m: &clap::ArgMatches) -> Result<(), Error> {
     let by_name = !named.is_empty();
     // SAFETY: sysconf has no memory effects.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32;
-    let mut sampler = Sampler {
-        layout: cgroup::detect(Path::new("/sys/fs/cgroup")).ok(),
-        root,
-        host: Host::probe(),
-        online,
-        mem_total: mem_total(),
-    };
+    let mut sampler =
+        Sampler { layout: cgroup::host().ok(), root, host: Host::probe(), online, mem_total: mem_total() };
     let list = |s: &Sampler| -> Result<Vec<Target>, Error> {
         let ids = if by_name { named.clone() } else { lifecycle::container_ids(&s.root)? };
         let mut out: Vec<Target> = ids.iter().filter_map(|id| s.target(id)).collect();

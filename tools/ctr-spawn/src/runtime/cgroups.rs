@@ -3,7 +3,6 @@
 //! and removed when the container has exited. What --pid host may leave
 //! running in it is killed first, so the cgroup always goes.
 
-use std::path::Path;
 use std::time::Duration;
 
 use kist_common::cgroup;
@@ -21,7 +20,7 @@ fn err(e: cgroup::CgroupError) -> Error {
 
 /// Creates `kist/<id>` (the bundle's cgroupsPath) with the limits.
 pub fn create(name: &str, resources: &LinuxResources) -> Result<Cgroup, Error> {
-    let layout = cgroup::detect(Path::new("/sys/fs/cgroup")).map_err(err)?;
+    let layout = cgroup::host().map_err(err)?;
     Ok(Cgroup { inner: cgroup::create(&layout, name, resources).map_err(err)? })
 }
 
