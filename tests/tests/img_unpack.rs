@@ -97,7 +97,7 @@ fn multilayer_matches_umoci() {
 /// Layers holding every entry type real images hold, with deletions,
 /// opaque directories and hard links across layers.
 pub fn crafted() -> BuiltImage {
-    image::cached("unpack-crafted-v3", |dir| {
+    image::cached("unpack-crafted-v4", |dir| {
         let long_dir = "deep/".repeat(30);
         let base = tar(&[
             Item::dir("etc", 0o755),
@@ -110,6 +110,13 @@ pub fn crafted() -> BuiltImage {
             Item::symlink("abs", "/etc/passwd"),
             Item::symlink("dangling", "/nonexistent/x"),
             Item::dir("tmp", 0o1777),
+            // A set-group-ID directory: what is created in it takes its
+            // group, so entries the tar gives another group must be chowned.
+            Item::dir("shared", 0o2775).owner(0, 50),
+            Item::file("shared/root-file", 0o644, b"r\n"),
+            Item::file("shared/staff-file", 0o644, b"s\n").owner(0, 50),
+            Item::dir("shared/sub", 0o755),
+            Item::symlink("shared/link", "root-file"),
             Item::dir("home", 0o755),
             Item::dir("home/user", 0o700).owner(1000, 1000),
             Item::file("home/user/own", 0o600, b"mine\n").owner(1000, 1000).mtime(1_600_000_000),
@@ -180,6 +187,11 @@ fn crafted_image_matches_umoci() {
     assert_eq!(t["/bin/tool2"].mode, 0o4755, "hard link copied up from two layers down keeps set-uid");
     assert_eq!((t["/bin/sgid"].mode, t["/bin/sgid"].gid), (0o2755, 50));
     assert_eq!(t["/tmp"].mode, 0o1777);
+    assert_eq!((t["/shared"].mode, t["/shared"].gid), (0o2775, 50));
+    assert_eq!(t["/shared/root-file"].gid, 0, "the tar's group, not the set-group-ID parent's");
+    assert_eq!(t["/shared/staff-file"].gid, 50);
+    assert_eq!((t["/shared/sub"].mode, t["/shared/sub"].gid), (0o755, 0));
+    assert_eq!(t["/shared/link"].gid, 0);
     assert_eq!(t["/run/fifo"].kind, "fifo");
     assert_eq!(t["/dev/null"].data, "1:3");
     assert_eq!(t["/dev/loop9"].kind, "block");

@@ -119,7 +119,11 @@ pub struct Extractor {
     /// Paths this layer wrote, for `Apply`: an opaque marker hides only
     /// what the layers below left.
     written: HashSet<CleanPath>,
-    cache: Option<(CleanPath, OwnedFd)>,
+    /// The last parent directory, and the group an entry created in it
+    /// gets (its own if it is set-group-ID, else ours).
+    cache: Option<(CleanPath, OwnedFd, u32)>,
+    /// Our effective user and group: the owner of what we create.
+    ids: (u32, u32),
     buf: Vec<u8>,
     is_root: bool,
     /// Start writing file data to disk as soon as a file is complete, so
@@ -130,41 +134,87 @@ pub struct Extractor {
     flusher: Option<Flusher>,
 }
 
-/// A thread that flushes the snapshot's file system now and then while
-/// the layer is written, so that small files (left out of per-file
-/// writeback) do not all wait for the final flush. Only an early start:
-/// the caller's flush before publishing still decides durability.
+/// A thread that starts the snapshot's writeback while the layer is
+/// written: each large file's as soon as the file is complete, and the
+/// whole file system's after every few megabytes of small files (left out
+/// of per-file writeback). Starting writeback costs CPU (the file
+/// system's block allocation runs in the caller), so it runs here and not
+/// in the thread that writes the files, which holds up the layer. Only an
+/// early start: the caller's flush before publishing still decides
+/// durability.
 struct Flusher {
-    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    jobs: Option<std::sync::mpsc::Sender<FlushJob>>,
+    /// A file system flush is queued and not yet begun: pokes meanwhile
+    /// add nothing.
+    fs_queued: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The extractor is done: what is still queued is left to the
+    /// caller's flush.
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum FlushJob {
+    FileSystem,
+    File(OwnedFd),
 }
 
 impl Flusher {
     fn start(dir: OwnedFd) -> Option<Flusher> {
-        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (jobs, rx) = std::sync::mpsc::channel::<FlushJob>();
+        let fs_queued = std::sync::Arc::new(AtomicBool::new(false));
+        let closing = std::sync::Arc::new(AtomicBool::new(false));
+        let (queued, done) = (fs_queued.clone(), closing.clone());
         let thread = std::thread::Builder::new()
             .name("flush".into())
             .spawn(move || {
-                while rx.recv().is_ok() {
-                    // SAFETY: syncfs on a descriptor this thread owns; a
-                    // failure only means the final flush has more to do.
-                    unsafe { libc::syncfs(dir.as_raw_fd()) };
+                while let Ok(job) = rx.recv() {
+                    if done.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    match job {
+                        FlushJob::FileSystem => {
+                            queued.store(false, Ordering::Relaxed);
+                            // SAFETY: syncfs on a descriptor this thread owns;
+                            // a failure only means the final flush has more to do.
+                            unsafe { libc::syncfs(dir.as_raw_fd()) };
+                        }
+                        // SAFETY: a live descriptor this thread owns; this
+                        // only starts writeback of pages already written.
+                        FlushJob::File(fd) => unsafe {
+                            libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+                        },
+                    }
                 }
             })
             .ok()?;
-        Some(Flusher { wake: Some(wake), thread: Some(thread) })
+        Some(Flusher { jobs: Some(jobs), fs_queued, closing, thread: Some(thread) })
     }
 
     fn poke(&self) {
-        if let Some(w) = &self.wake {
-            let _ = w.try_send(());
+        if !self.fs_queued.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            if let Some(j) = &self.jobs {
+                let _ = j.send(FlushJob::FileSystem);
+            }
+        }
+    }
+
+    /// Hands a finished file over for writeback; gives it back if the
+    /// thread is gone.
+    fn file(&self, fd: OwnedFd) -> Option<OwnedFd> {
+        let jobs = self.jobs.as_ref()?;
+        match jobs.send(FlushJob::File(fd)) {
+            Ok(()) => None,
+            Err(std::sync::mpsc::SendError(FlushJob::File(fd))) => Some(fd),
+            Err(_) => None,
         }
     }
 }
 
 impl Drop for Flusher {
     fn drop(&mut self) {
-        self.wake = None;
+        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.jobs = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -183,6 +233,7 @@ impl Extractor {
             pending: Vec::new(),
             written: HashSet::new(),
             cache: None,
+            ids: (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
             buf: vec![0u8; 1 << 20],
             is_root: nix::unistd::geteuid().is_root(),
             writeback: false,
@@ -247,14 +298,17 @@ impl Extractor {
 
     /// The parent directory of an entry, created if missing.
     fn parent(&mut self, dir: &CleanPath) -> Result<BorrowedFd<'_>, ExtractError> {
-        let hit = matches!(&self.cache, Some((p, _)) if p == dir);
+        let hit = matches!(&self.cache, Some((p, _, _)) if p == dir);
         if !hit {
             let fd =
                 resolve::mkdir_all(self.root.as_fd(), dir).map_err(io(dir, "create parent directory"))?;
-            self.cache = Some((dir.clone(), fd));
+            let st = nix::sys::stat::fstat(fd.as_raw_fd())
+                .map_err(|e| io(dir, "inspect parent directory")(e.into()))?;
+            let gid = if st.st_mode & libc::S_ISGID != 0 { st.st_gid } else { self.ids.1 };
+            self.cache = Some((dir.clone(), fd, gid));
         }
         match &self.cache {
-            Some((_, fd)) => Ok(fd.as_fd()),
+            Some((_, fd, _)) => Ok(fd.as_fd()),
             None => Err(ExtractError::Io {
                 path: dir.display(),
                 op: "create parent directory",
@@ -299,7 +353,7 @@ impl Extractor {
             if kind == T::Directory {
                 let fd = resolve::open_in_root(self.root.as_fd(), &path, libc::O_RDONLY | libc::O_DIRECTORY)
                     .map_err(io(&path, "open"))?;
-                self.set_meta_fd(&path, &fd, &meta, false)?;
+                self.set_meta_fd(&path, &fd, &meta, true, false)?;
                 self.dir_times.push((path, meta.mtime));
             }
             return Ok(());
@@ -323,23 +377,26 @@ impl Extractor {
                     // SAFETY: valid string and live descriptor.
                     check(unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o700) })
                 };
-                match made {
-                    Ok(()) => {}
+                let created = match made {
+                    Ok(()) => true,
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        if !self.make_room(&dir, &cname, true)? {
+                        let kept = self.make_room(&dir, &cname, true)?;
+                        if !kept {
                             let pfd = self.parent(&dir)?;
                             // SAFETY: as above.
                             check(unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o700) })
                                 .map_err(io(&path, "create directory"))?;
                         }
+                        !kept
                     }
                     Err(e) => return Err(io(&path, "create directory")(e)),
-                }
+                };
                 let pfd = self.parent(&dir)?;
                 let fd =
                     resolve::openat(pfd, &cname, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
                         .map_err(io(&path, "open directory"))?;
-                self.set_meta_fd(&path, &fd, &meta, false)?;
+                let chown = !(created && self.created_owned_right(&meta));
+                self.set_meta_fd(&path, &fd, &meta, chown, false)?;
                 self.dir_times.push((path, meta.mtime));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
@@ -380,11 +437,24 @@ impl Extractor {
                 }
                 let fd = OwnedFd::from(file);
                 let mode_set = final_mode.is_some();
+                // O_EXCL: the file was just created.
+                let chown = !self.created_owned_right(&meta);
+                self.set_meta_fd(&path, &fd, &meta, chown, mode_set)?;
+                // SAFETY: `ts` holds two valid timespecs.
+                let ts = [meta.mtime, meta.mtime];
+                check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })
+                    .map_err(io(&path, "set times"))?;
                 if self.writeback && written >= WRITEBACK_MIN {
-                    // SAFETY: live descriptor; this only starts writeback of
-                    // pages already written, and its failure is harmless:
-                    // the snapshot's flush still decides durability.
-                    unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+                    let left = match &self.flusher {
+                        Some(f) => f.file(fd),
+                        None => Some(fd),
+                    };
+                    if let Some(fd) = left {
+                        // SAFETY: live descriptor; this only starts writeback
+                        // of pages already written, and its failure is
+                        // harmless: the snapshot's flush decides durability.
+                        unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+                    }
                 } else if self.writeback {
                     self.small_unflushed += written;
                     if self.small_unflushed >= FLUSH_EVERY {
@@ -394,11 +464,6 @@ impl Extractor {
                         }
                     }
                 }
-                self.set_meta_fd(&path, &fd, &meta, mode_set)?;
-                // SAFETY: `ts` holds two valid timespecs.
-                let ts = [meta.mtime, meta.mtime];
-                check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })
-                    .map_err(io(&path, "set times"))?;
             }
             T::Symlink => {
                 let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
@@ -586,17 +651,28 @@ impl Extractor {
         !self.is_root && e.raw_os_error() == Some(libc::EPERM)
     }
 
-    /// Owner, then mode (unless `mode_set`: created with it), then xattrs.
+    /// Whether an entry just created in the cached parent is already
+    /// owned as `meta` says (ours, with the group the parent gives), so
+    /// that chown would change nothing: in a root file system unpacked by
+    /// root that is most entries, and each chown is a journalled inode
+    /// update.
+    fn created_owned_right(&self, meta: &Meta) -> bool {
+        matches!(&self.cache, Some((_, _, gid)) if (meta.uid, meta.gid) == (self.ids.0, *gid))
+    }
+
+    /// Owner (unless `chown` is false: created with it), then mode (unless
+    /// `mode_set`: created with it), then xattrs.
     fn set_meta_fd(
         &self,
         path: &CleanPath,
         fd: &OwnedFd,
         meta: &Meta,
+        chown: bool,
         mode_set: bool,
     ) -> Result<(), ExtractError> {
         let raw = fd.as_raw_fd();
         // SAFETY: fd is live; plain integer arguments.
-        if let Err(e) = check(unsafe { libc::fchown(raw, meta.uid, meta.gid) }) {
+        if let Err(e) = check(if chown { unsafe { libc::fchown(raw, meta.uid, meta.gid) } } else { 0 }) {
             if !self.chown_ok(&e) {
                 return Err(io(path, "change owner")(e));
             }
@@ -624,11 +700,17 @@ impl Extractor {
         chmod: bool,
     ) -> Result<(), ExtractError> {
         let is_root = self.is_root;
+        // Only just created entries come here; the parent is looked up
+        // first so that the group it gives is the one compared.
+        self.parent(dir)?;
+        let chown = !self.created_owned_right(meta);
         let pfd = self.parent(dir)?;
         let raw = pfd.as_raw_fd();
         // SAFETY: valid string and live descriptor.
-        if let Err(e) = check(unsafe {
-            libc::fchownat(raw, name.as_ptr(), meta.uid, meta.gid, libc::AT_SYMLINK_NOFOLLOW)
+        if let Err(e) = check(if chown {
+            unsafe { libc::fchownat(raw, name.as_ptr(), meta.uid, meta.gid, libc::AT_SYMLINK_NOFOLLOW) }
+        } else {
+            0
         }) {
             if is_root || e.raw_os_error() != Some(libc::EPERM) {
                 return Err(io(path, "change owner")(e));
@@ -729,7 +811,7 @@ impl Extractor {
             xattrs: xattrs.into_iter().filter(|(n, _)| xattr_allowed(n.to_bytes())).collect(),
         };
         let fd = OwnedFd::from(out);
-        self.set_meta_fd(&p.path, &fd, &meta, false)?;
+        self.set_meta_fd(&p.path, &fd, &meta, true, false)?;
         let ts = [meta.mtime, meta.mtime];
         // SAFETY: live descriptor and two timespecs.
         check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map_err(io(&p.path, "set times"))?;

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use kist_common::digest::HashingReader;
 use kist_common::Digest;
 
 use crate::extract::{ExtractError, Extractor, Whiteouts};
@@ -159,20 +158,19 @@ pub fn unpack(
     let mut ex = Extractor::new(dest, mode)
         .map_err(|e| ext_err(ExtractError::Io { path: dest.display().to_string(), op: "open", source: e }))?;
     ex.set_writeback(durable);
-    // Decompression, the hot loop, gets a core of its own; hashing and
-    // the file system work stay here, which splits a layer's CPU time
-    // about evenly between the two threads.
+    // Decompression and hashing, the hot loops, get a core of their own;
+    // the file system work, which costs more, stays here.
     let stream = crate::pipe::spawn(decoded(src)?)
         .map_err(|source| LayerError::Decode { digest: src.digest.clone(), source })?;
-    // Hash below a big buffer: the tar reader asks for 512-byte headers,
-    // the hasher should see megabytes at a time.
-    let hashing = HashingReader::new(stream);
-    let buffered = BufReader::with_capacity(1 << 18, hashing);
+    let buffered = BufReader::with_capacity(1 << 18, stream);
     let mut rest = ex.apply_tar(buffered).map_err(ext_err)?;
     // The archive ends at its zero blocks; what follows counts for the digest.
     std::io::copy(&mut rest, &mut std::io::sink())
         .map_err(|source| LayerError::Decode { digest: src.digest.clone(), source })?;
-    let (actual, size, _) = rest.into_inner().finish();
+    let (actual, size) = rest.into_inner().finish().ok_or_else(|| LayerError::Decode {
+        digest: src.digest.clone(),
+        source: std::io::Error::other("the decompressed stream ended early"),
+    })?;
     if actual != src.diff_id {
         return Err(LayerError::DiffId { digest: src.digest.clone(), expected: src.diff_id.clone(), actual });
     }

@@ -1,18 +1,22 @@
 //! A reader whose source is read on another thread: the layer's
-//! decompression runs on one core while the tar entries are hashed and
-//! written on another. Chunks of a fixed size travel through a bounded
-//! channel and come back empty for reuse, so memory stays at a few
-//! megabytes whatever the layer's size.
+//! decompression and the hashing of what it yields run on one core while
+//! the tar entries are written on another. Chunks of a fixed size travel
+//! through a bounded channel and come back empty for reuse, so memory
+//! stays at a few megabytes whatever the layer's size.
 //!
-//! Nothing is trusted more for being piped: the bytes are the same bytes
-//! in the same order, and the consumer still hashes every one of them
-//! against the layer's diff_id. Dropping the reader early (an extraction
-//! error) closes the channel, which ends the decoding thread at its next
-//! chunk.
+//! The decoding thread hashes every chunk before it sends it, because
+//! the writing thread is the one that holds up a layer (its file system
+//! calls cost more than the decompression): the digest `finish` returns
+//! is that of exactly the bytes the reader yielded, in their order, and
+//! only once the source's end was reached. Dropping the reader early (an
+//! extraction error) closes the channel, which ends the decoding thread
+//! at its next chunk.
 
 use std::io::Read;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
+
+use kist_common::digest::{Digest, Hasher};
 
 const CHUNK: usize = 1 << 20;
 /// Chunks in flight: enough to ride out the extractor's pauses on a big
@@ -27,16 +31,19 @@ pub struct PipeReader {
     cur: Vec<u8>,
     pos: usize,
     done: bool,
-    thread: Option<JoinHandle<()>>,
+    /// Ends with the digest and length of everything read from the
+    /// source, or `None` if it stopped before the source's end.
+    thread: Option<JoinHandle<Option<(Digest, u64)>>>,
 }
 
-/// Reads `src` to its end on a new thread. `Err` only if the thread
-/// cannot be started.
+/// Reads `src` to its end on a new thread, hashing it there. `Err` only
+/// if the thread cannot be started.
 pub fn spawn(mut src: Box<dyn Read + Send>) -> std::io::Result<PipeReader> {
     let (full_tx, full) = mpsc::sync_channel::<Chunk>(DEPTH);
     let (empty, empty_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH + 1);
     let thread = std::thread::Builder::new().name("decode".into()).spawn(move || {
         let mut spare = 0usize;
+        let mut hasher = Hasher::new();
         loop {
             let mut buf = match empty_rx.try_recv() {
                 Ok(b) => b,
@@ -46,7 +53,7 @@ pub fn spawn(mut src: Box<dyn Read + Send>) -> std::io::Result<PipeReader> {
                 }
                 Err(_) => match empty_rx.recv() {
                     Ok(b) => b,
-                    Err(_) => return,
+                    Err(_) => return None,
                 },
             };
             buf.resize(CHUNK, 0);
@@ -66,16 +73,18 @@ pub fn spawn(mut src: Box<dyn Read + Send>) -> std::io::Result<PipeReader> {
                 Ok(()) => {
                     let end = filled < buf.len();
                     buf.truncate(filled);
+                    hasher.update(&buf);
                     if filled > 0 && full_tx.send(Ok(buf)).is_err() {
-                        return;
+                        return None;
                     }
                     if end {
-                        return;
+                        let len = hasher.len();
+                        return Some((hasher.finish(), len));
                     }
                 }
                 Err(e) => {
                     let _ = full_tx.send(Err(e));
-                    return;
+                    return None;
                 }
             }
         }
@@ -116,17 +125,31 @@ impl Read for PipeReader {
     }
 }
 
-impl Drop for PipeReader {
-    fn drop(&mut self) {
-        // Unblock a decoder waiting to send or waiting for an empty chunk,
-        // then wait for it: no thread outlives the layer it was reading.
+impl PipeReader {
+    /// The digest and length of the source, if the reader yielded all of
+    /// it: `None` when it is dropped before the end (then what was read
+    /// is not the whole stream and must not be taken for it).
+    pub fn finish(mut self) -> Option<(Digest, u64)> {
+        if !self.done || self.pos < self.cur.len() {
+            return None;
+        }
+        self.stop()
+    }
+
+    /// Unblocks a decoder waiting to send or waiting for an empty chunk,
+    /// then waits for it: no thread outlives the layer it was reading.
+    fn stop(&mut self) -> Option<(Digest, u64)> {
         let (_, dead) = mpsc::sync_channel::<Chunk>(0);
         drop(std::mem::replace(&mut self.full, dead));
         let (dead, _) = mpsc::sync_channel::<Vec<u8>>(0);
         drop(std::mem::replace(&mut self.empty, dead));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.take().and_then(|t| t.join().ok().flatten())
+    }
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -148,6 +171,19 @@ mod tests {
         r.read_to_end(&mut out).unwrap();
         assert_eq!(out, data);
         assert_eq!(r.read(&mut small).unwrap(), 0);
+        assert_eq!(r.finish(), Some((Digest::of(&data), data.len() as u64)));
+    }
+
+    #[test]
+    fn no_digest_before_the_end() {
+        let data = vec![5u8; 2 * CHUNK + 1];
+        let mut r = spawn(Box::new(std::io::Cursor::new(data))).unwrap();
+        let mut b = vec![0u8; CHUNK];
+        r.read_exact(&mut b).unwrap();
+        assert_eq!(r.finish(), None);
+        let empty = spawn(Box::new(std::io::empty())).unwrap();
+        // Nothing read yet, so the end was not seen either.
+        assert_eq!(empty.finish(), None);
     }
 
     #[test]
@@ -169,6 +205,7 @@ mod tests {
         let e = r.read_to_end(&mut out).unwrap_err();
         assert_eq!(e.to_string(), "corrupt");
         assert_eq!(out.len(), CHUNK);
+        assert_eq!(r.finish(), None);
     }
 
     #[test]

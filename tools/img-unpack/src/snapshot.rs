@@ -250,8 +250,16 @@ impl Snapshots {
         }
         ex.finish().map_err(ext_err)?;
         drop(ex);
-        let disk_size = disk_size(&tmp).map_err(io("measure", &tmp))?;
-        sync_tree(&tmp).map_err(io("sync", &tmp))?;
+        // The walk that measures the snapshot is only reads: it runs while
+        // the flush waits for the disk.
+        let (disk_size, synced) = std::thread::scope(|s| {
+            let walk = s.spawn(|| disk_size(&tmp));
+            let synced = sync_tree(&tmp);
+            let measured = walk.join().unwrap_or_else(|_| Err(std::io::Error::other("size walk failed")));
+            (measured, synced)
+        });
+        synced.map_err(io("sync", &tmp))?;
+        let disk_size = disk_size.map_err(io("measure", &tmp))?;
         let dest = self.path(chain);
         std::fs::create_dir_all(self.root.snapshots_dir())
             .map_err(io("create", &self.root.snapshots_dir()))?;
