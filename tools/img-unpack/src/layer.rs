@@ -162,12 +162,13 @@ pub fn unpack(
     // the file system work, which costs more, stays here.
     let stream = crate::pipe::spawn(decoded(src)?)
         .map_err(|source| LayerError::Decode { digest: src.digest.clone(), source })?;
-    let buffered = BufReader::with_capacity(1 << 18, stream);
-    let mut rest = ex.apply_tar(buffered).map_err(ext_err)?;
+    // No buffer of our own on top: the pipe's chunks are one already, and
+    // a second would copy most bytes twice.
+    let mut rest = ex.apply_tar(stream).map_err(ext_err)?;
     // The archive ends at its zero blocks; what follows counts for the digest.
     std::io::copy(&mut rest, &mut std::io::sink())
         .map_err(|source| LayerError::Decode { digest: src.digest.clone(), source })?;
-    let (actual, size) = rest.into_inner().finish().ok_or_else(|| LayerError::Decode {
+    let (actual, size) = rest.finish().ok_or_else(|| LayerError::Decode {
         digest: src.digest.clone(),
         source: std::io::Error::other("the decompressed stream ended early"),
     })?;
