@@ -107,11 +107,30 @@ pub struct LayerSource {
     pub diff_id: Digest,
 }
 
+/// Blobs from this size on are mapped rather than read: the decoder then
+/// reads the page cache in place instead of a copy of it.
+const MAP_MIN: u64 = 1 << 20;
+
+/// A layer blob's bytes, for the decoder.
+fn blob_input(file: File) -> Box<dyn BufRead + Send> {
+    if file.metadata().is_ok_and(|m| m.len() >= MAP_MIN) {
+        // SAFETY: blobs are immutable once renamed into the store (written
+        // whole under a temporary name, never truncated or rewritten; img-rm
+        // only unlinks, which leaves a mapping intact), so the mapped bytes
+        // cannot change or vanish under the reader.
+        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+            let _ = map.advise(memmap2::Advice::Sequential);
+            return Box::new(std::io::Cursor::new(map));
+        }
+    }
+    Box::new(BufReader::with_capacity(1 << 20, file))
+}
+
 /// Opens a layer blob as a stream of uncompressed tar bytes.
 fn decoded(src: &LayerSource) -> Result<Box<dyn Read + Send>, LayerError> {
     let file = File::open(&src.blob)
         .map_err(|source| LayerError::Open { path: src.blob.display().to_string(), source })?;
-    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut input = blob_input(file);
     let head = input
         .fill_buf()
         .map_err(|source| LayerError::Open { path: src.blob.display().to_string(), source })?;
