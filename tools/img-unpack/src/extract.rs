@@ -38,6 +38,24 @@ pub enum ExtractError {
     Tar(#[source] std::io::Error),
 }
 
+/// What a new entry takes from the directory it is created in: the
+/// directory's group if it is set-group-ID (else ours), and for a new
+/// directory the set-group-ID bit too.
+#[derive(Debug, Clone, Copy)]
+struct Inherited {
+    gid: u32,
+    setgid: bool,
+}
+
+/// The mode an entry can be created with so that no chmod has to follow
+/// (no set-id or sticky bits, none the umask would clear), if there is one.
+fn creation_mode(mode: u32) -> Option<u32> {
+    match umask() {
+        Some(m) if mode & 0o7000 == 0 && mode & m == 0 => Some(mode),
+        _ => None,
+    }
+}
+
 /// The process's umask, read once from /proc (setting it to read it
 /// back would race with the other layers' threads); `None` if unknown,
 /// and then every file gets its mode by fchmod.
@@ -119,9 +137,8 @@ pub struct Extractor {
     /// Paths this layer wrote, for `Apply`: an opaque marker hides only
     /// what the layers below left.
     written: HashSet<CleanPath>,
-    /// The last parent directory, and the group an entry created in it
-    /// gets (its own if it is set-group-ID, else ours).
-    cache: Option<(CleanPath, OwnedFd, u32)>,
+    /// The last parent directory, and what an entry created in it gets.
+    cache: Option<(CleanPath, OwnedFd, Inherited)>,
     /// Our effective user and group: the owner of what we create.
     ids: (u32, u32),
     buf: Vec<u8>,
@@ -304,8 +321,9 @@ impl Extractor {
                 resolve::mkdir_all(self.root.as_fd(), dir).map_err(io(dir, "create parent directory"))?;
             let st = nix::sys::stat::fstat(fd.as_raw_fd())
                 .map_err(|e| io(dir, "inspect parent directory")(e.into()))?;
-            let gid = if st.st_mode & libc::S_ISGID != 0 { st.st_gid } else { self.ids.1 };
-            self.cache = Some((dir.clone(), fd, gid));
+            let setgid = st.st_mode & libc::S_ISGID != 0;
+            let gid = if setgid { st.st_gid } else { self.ids.1 };
+            self.cache = Some((dir.clone(), fd, Inherited { gid, setgid }));
         }
         match &self.cache {
             Some((_, fd, _)) => Ok(fd.as_fd()),
@@ -371,11 +389,15 @@ impl Extractor {
             T::Directory => {
                 // Create first, look only if something is in the way: in a
                 // fresh snapshot nothing usually is, and the lstat per
-                // entry is saved.
+                // entry is saved. Created with its final mode where it can
+                // be (see the regular files below), else 0700 and the mode
+                // after the owner.
+                let final_mode = creation_mode(meta.mode);
+                let cmode = final_mode.unwrap_or(0o700);
                 let made = {
                     let pfd = self.parent(&dir)?;
                     // SAFETY: valid string and live descriptor.
-                    check(unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o700) })
+                    check(unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), cmode) })
                 };
                 let created = match made {
                     Ok(()) => true,
@@ -384,19 +406,28 @@ impl Extractor {
                         if !kept {
                             let pfd = self.parent(&dir)?;
                             // SAFETY: as above.
-                            check(unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o700) })
+                            check(unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), cmode) })
                                 .map_err(io(&path, "create directory"))?;
                         }
                         !kept
                     }
                     Err(e) => return Err(io(&path, "create directory")(e)),
                 };
-                let pfd = self.parent(&dir)?;
-                let fd =
-                    resolve::openat(pfd, &cname, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-                        .map_err(io(&path, "open directory"))?;
                 let chown = !(created && self.created_owned_right(&meta));
-                self.set_meta_fd(&path, &fd, &meta, chown, false)?;
+                // A new directory in a set-group-ID one has that bit too.
+                let setgid_parent = matches!(&self.cache, Some((_, _, new)) if new.setgid);
+                let mode_set = created && final_mode.is_some() && !setgid_parent;
+                if chown || !mode_set || !meta.xattrs.is_empty() {
+                    let pfd = self.parent(&dir)?;
+                    let fd = resolve::openat(
+                        pfd,
+                        &cname,
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                        0,
+                    )
+                    .map_err(io(&path, "open directory"))?;
+                    self.set_meta_fd(&path, &fd, &meta, chown, mode_set)?;
+                }
                 self.dir_times.push((path, meta.mtime));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
@@ -404,10 +435,7 @@ impl Extractor {
                 // with its final mode (chown cannot clear anything then),
                 // which saves the fchmod; otherwise 0600 and the mode after
                 // the owner.
-                let final_mode = match umask() {
-                    Some(m) if meta.mode & 0o7000 == 0 && meta.mode & m == 0 => Some(meta.mode),
-                    _ => None,
-                };
+                let final_mode = creation_mode(meta.mode);
                 let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
                 let cmode = final_mode.unwrap_or(0o600);
                 // O_EXCL|O_NOFOLLOW never opens what is there (nor follows a
@@ -657,7 +685,7 @@ impl Extractor {
     /// root that is most entries, and each chown is a journalled inode
     /// update.
     fn created_owned_right(&self, meta: &Meta) -> bool {
-        matches!(&self.cache, Some((_, _, gid)) if (meta.uid, meta.gid) == (self.ids.0, *gid))
+        matches!(&self.cache, Some((_, _, new)) if (meta.uid, meta.gid) == (self.ids.0, new.gid))
     }
 
     /// Owner (unless `chown` is false: created with it), then mode (unless
