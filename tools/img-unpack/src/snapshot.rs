@@ -309,10 +309,15 @@ pub fn disk_size(dir: &Path) -> std::io::Result<u64> {
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d)? {
             let entry = entry?;
-            let m = std::fs::symlink_metadata(entry.path())?;
-            if m.is_dir() {
+            // The type comes with the directory entry and the size from a
+            // stat relative to the open directory: no path is resolved
+            // from the top again, and directories need no stat at all.
+            if entry.file_type()?.is_dir() {
                 stack.push(entry.path());
-            } else if m.len() > 0 && seen.insert(std::os::unix::fs::MetadataExt::ino(&m)) {
+                continue;
+            }
+            let m = entry.metadata()?;
+            if m.len() > 0 && seen.insert(std::os::unix::fs::MetadataExt::ino(&m)) {
                 total += m.len();
             }
         }
