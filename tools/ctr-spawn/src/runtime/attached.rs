@@ -42,20 +42,11 @@ pub fn net_view(running: &super::Running) -> (Vec<String>, std::collections::BTr
 
 /// Runs the container attached; returns the status to exit with.
 pub fn run(opts: Options) -> Result<u8, Error> {
-    // The network namespace and the cgroup are made while the container's
-    // files are written (the thread is left in the new namespace). Should
-    // the namespace fail here, the clone makes one.
+    // The cgroup is made while the container's files are written.
     let resources = crate::bundle::linux_resources(&opts)?;
-    let own_netns =
-        !matches!(opts.network, crate::options::Network::Host | crate::options::Network::Container(_));
-    let (prepared, made) = create::prepare_alongside(&opts, |id| {
-        let netns = if own_netns { super::new_netns().ok() } else { None };
-        (netns, cgroups::create(&crate::bundle::cgroup_path(id), &resources))
-    });
-    let (netns, cgroup) = match made {
-        Some((netns, cgroup)) => (netns, cgroup),
-        None => (None, Err(Error::Cgroup("the cgroup thread panicked".into()))),
-    };
+    let (prepared, cgroup) =
+        create::prepare_alongside(&opts, |id| cgroups::create(&crate::bundle::cgroup_path(id), &resources));
+    let cgroup = cgroup.unwrap_or_else(|| Err(Error::Cgroup("the cgroup thread panicked".into())));
     let (Prepared { mut guard, plan, .. }, cgroup) = match (prepared, cgroup) {
         (Ok(p), Ok(cg)) => (p, cg),
         (Ok(_), Err(e)) => return Err(e),
@@ -68,7 +59,7 @@ pub fn run(opts: Options) -> Result<u8, Error> {
     };
     let root = opts.root.clone();
     let (result, releasing) =
-        run_plan_releasing(&root, &plan, Some((cgroup, netns)), opts.tty, opts.interactive, &opts.record);
+        run_plan_releasing(&root, &plan, Some(cgroup), opts.tty, opts.interactive, &opts.record);
     if opts.rm {
         // The network is released meanwhile, by the thread `releasing`
         // joins (before ctr-spawn exits, so nothing outlives the run).
@@ -117,42 +108,41 @@ pub fn run_plan(
     run_plan_releasing(root, plan, None, tty, interactive, record).0
 }
 
-/// [`run_plan`] with the container's cgroup (and maybe its network
-/// namespace, see runtime::new_netns) made already, else made here from
-/// the plan; returns the network release still under way.
+/// [`run_plan`] with the container's cgroup made already (else it is made
+/// here from the plan), returning the network release still under way.
 pub fn run_plan_releasing(
     root: &StateRoot,
     plan: &Plan,
-    made: Option<(cgroups::Cgroup, Option<std::os::fd::OwnedFd>)>,
+    cgroup: Option<cgroups::Cgroup>,
     tty: bool,
     interactive: bool,
     record: &Option<PathBuf>,
 ) -> (Result<u8, Error>, Releasing) {
     let mut releasing = Releasing(None);
-    let result = run_plan_inner(root, plan, made, tty, interactive, record, &mut releasing);
+    let result = run_plan_inner(root, plan, cgroup, tty, interactive, record, &mut releasing);
     (result, releasing)
 }
 
 fn run_plan_inner(
     root: &StateRoot,
     plan: &Plan,
-    made: Option<(cgroups::Cgroup, Option<std::os::fd::OwnedFd>)>,
+    cgroup: Option<cgroups::Cgroup>,
     tty: bool,
     interactive: bool,
     record: &Option<PathBuf>,
     releasing: &mut Releasing,
 ) -> Result<u8, Error> {
     let id = plan.id.clone();
-    let (cgroup, netns) = match made {
-        Some(m) => m,
+    let cgroup = match cgroup {
+        Some(cg) => cg,
         None => {
             let resources =
                 plan.spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
-            (cgroups::create(&plan.cgroup_path, &resources)?, None)
+            cgroups::create(&plan.cgroup_path, &resources)?
         }
     };
     let raw = if tty { Some(super::tty::RawMode::enter()) } else { None };
-    let outcome = super::start_in(root, plan, Some(&cgroup), netns).and_then(|mut running| {
+    let outcome = super::start(root, plan, Some(&cgroup)).and_then(|mut running| {
         let pid = running.pid.as_raw();
         let (ports, networks) = net_view(&running);
         let (state, ()) = lifecycle::update(root, &id, |s| {

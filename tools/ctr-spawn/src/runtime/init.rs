@@ -61,16 +61,12 @@ fn other(what: impl std::fmt::Display) -> Failure {
 }
 
 /// Runs in the cloned child; never returns. `v1_tasks`: the cgroup v1
-/// `tasks` files to move into first (see super's header on the cgroup);
-/// `netns`: the network namespace made for the container ahead of the
-/// clone, joined next.
-pub fn main(plan: &Plan, sock: RawFd, tty: bool, v1_tasks: &[CString], netns: Option<RawFd>) -> ! {
-    let err =
-        match enter_v1_cgroups(v1_tasks).and_then(|()| join_netns(netns)).and_then(|()| run(plan, sock, tty))
-        {
-            Ok(never) => match never {},
-            Err(f) => f,
-        };
+/// `tasks` files to move into first (see super's header on the cgroup).
+pub fn main(plan: &Plan, sock: RawFd, tty: bool, v1_tasks: &[CString]) -> ! {
+    let err = match enter_v1_cgroups(v1_tasks).and_then(|()| run(plan, sock, tty)) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
     msg::send_error(sock, err.status, &err.message);
     // SAFETY: leaving the child at once, without running the parent's
     // destructors or atexit handlers a second time.
@@ -95,16 +91,6 @@ fn enter_v1_cgroups(tasks: &[CString]) -> Result<(), Failure> {
         // SAFETY: writing one byte from a static buffer.
         if unsafe { libc::write(fd.as_raw_fd(), c"0".as_ptr().cast(), 1) } != 1 {
             return Err(setup(format!("enter cgroup {}", what()))(Errno::last()));
-        }
-    }
-    Ok(())
-}
-
-fn join_netns(netns: Option<RawFd>) -> Result<(), Failure> {
-    if let Some(fd) = netns {
-        // SAFETY: setns of this single-threaded process, by a descriptor the parent holds open.
-        if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-            return Err(setup("join the container's network namespace")(Errno::last()));
         }
     }
     Ok(())

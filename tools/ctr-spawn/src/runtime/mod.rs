@@ -104,22 +104,6 @@ impl Drop for JoinedNetns {
     }
 }
 
-/// A new network namespace for a container, made ahead of the init's clone:
-/// creating one (copy_net_ns, about a millisecond) is most of the clone's
-/// cost, and an attached run pays it on a thread while the container's
-/// files are written. Call it on a thread of its own, which it leaves in
-/// the namespace; the descriptor holds the namespace until the init has
-/// joined it (see [`start_in`]).
-pub fn new_netns() -> Result<OwnedFd, Error> {
-    // SAFETY: unshare of the calling thread's network namespace only.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(Error::Sys(format!("unshare network namespace: {}", std::io::Error::last_os_error())));
-    }
-    let ns = std::fs::File::open("/proc/thread-self/ns/net")
-        .map_err(Error::io("cannot open", "/proc/thread-self/ns/net"))?;
-    Ok(ns.into())
-}
-
 /// Clones the init into the plan's namespaces, places it in `cgroup`, lets
 /// it build and confine the container and waits until the command is
 /// exec'd (or reports why it could not be).
@@ -128,24 +112,7 @@ pub fn start(
     plan: &Plan,
     cgroup: Option<&cgroups::Cgroup>,
 ) -> Result<Running, Error> {
-    start_in(root, plan, cgroup, None)
-}
-
-/// [`start`]; where the plan asks for a network namespace of its own and
-/// `netns` (from [`new_netns`]) is given, the init joins that one, first
-/// thing, instead of the clone making one.
-pub fn start_in(
-    root: &kist_common::StateRoot,
-    plan: &Plan,
-    cgroup: Option<&cgroups::Cgroup>,
-    netns: Option<OwnedFd>,
-) -> Result<Running, Error> {
     let tty = plan.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
-    let own_netns = plan.join_network.is_none()
-        && plan.spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| {
-            ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
-        });
-    let netns = netns.filter(|_| own_netns);
     let mut flags: libc::c_long = libc::SIGCHLD as libc::c_long;
     if let Some(ns) = plan.spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
         for n in ns {
@@ -154,11 +121,8 @@ pub fn start_in(
                 LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
                 LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
                 LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
-                // A path: the owner joins it for the clone (JoinedNetns);
-                // one made ahead: the init joins it.
-                LinuxNamespaceType::Network if plan.join_network.is_none() && netns.is_none() => {
-                    libc::CLONE_NEWNET
-                }
+                // A path: the owner joins it for the clone (JoinedNetns).
+                LinuxNamespaceType::Network if plan.join_network.is_none() => libc::CLONE_NEWNET,
                 // Unshared by the init once it is inside its cgroup.
                 _ => 0,
             } as libc::c_long;
@@ -200,7 +164,7 @@ pub fn start_in(
             (Some(e), true) => e.v1_tasks.as_slice(),
             _ => &[],
         };
-        init::main(plan, child_sock.as_raw_fd(), tty, v1_tasks, netns.as_ref().map(|n| n.as_raw_fd()));
+        init::main(plan, child_sock.as_raw_fd(), tty, v1_tasks);
     }
     drop(entry);
     let pid = Pid::from_raw(rc as i32);
@@ -221,14 +185,8 @@ pub fn start_in(
     // with eth0 configured.
     let attach = || -> Result<Option<kist_common::net::Attachment>, Error> {
         let Some(req) = &plan.network else { return Ok(None) };
-        let ns: OwnedFd = match &netns {
-            Some(n) => {
-                n.try_clone().map_err(|e| Error::Sys(format!("the container's network namespace: {e}")))?
-            }
-            None => std::fs::File::open(format!("/proc/{}/ns/net", pid.as_raw()))
-                .map_err(|e| Error::Sys(format!("the container's network namespace: {e}")))?
-                .into(),
-        };
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", pid.as_raw()))
+            .map_err(|e| Error::Sys(format!("the container's network namespace: {e}")))?;
         let hosts = plan.paths.hosts();
         let who = kist_common::net::Endpoint {
             container_id: &plan.id,
