@@ -75,12 +75,32 @@ pub fn run(opts: Options) -> Result<u8, Error> {
 /// thread of its own while the owner removes the cgroup, records the exit
 /// and (with --rm) removes the container: the release (the lease file, the
 /// scan of /proc for the namespace's last users, the veth) takes as long
-/// as all of that. Dropping it waits for the release.
-pub struct Releasing(Option<std::thread::JoinHandle<()>>);
+/// as all of that. The thread is made while the container runs and holds
+/// the attachment until [`Releasing::go`]: started at the exit instead, it
+/// waited a millisecond and more for a CPU that the kernel's teardown of
+/// the container's namespaces keeps busy. Dropping it lets it go and waits
+/// for the release.
+pub struct Releasing(Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>);
 
 impl Releasing {
-    fn start(net: Option<kist_common::net::Attachment>) -> Releasing {
-        Releasing(net.map(|a| std::thread::spawn(move || drop(a))))
+    /// Holds `net` on a thread until [`Releasing::go`] (or the drop).
+    fn hold(net: Option<kist_common::net::Attachment>) -> Releasing {
+        Releasing(net.map(|a| {
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let h = std::thread::spawn(move || {
+                // A message or the sender's drop: the init has exited.
+                let _ = wait.recv();
+                drop(a)
+            });
+            (h, go)
+        }))
+    }
+
+    /// The init has exited: release now.
+    fn go(&self) {
+        if let Some((_, go)) = &self.0 {
+            let _ = go.send(());
+        }
     }
 
     /// True if a release runs (the container had a network attachment).
@@ -91,7 +111,8 @@ impl Releasing {
 
 impl Drop for Releasing {
     fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
+        if let Some((h, go)) = self.0.take() {
+            drop(go);
             let _ = h.join();
         }
     }
@@ -158,10 +179,10 @@ fn run_plan_inner(
             s.boot_id = container::boot_id();
         })?;
         write_record(record, &state)?;
-        // Kept until the init has exited, then released on a thread.
-        let net = running.net.take();
+        // Held until the init has exited, then released on a thread.
+        *releasing = Releasing::hold(running.net.take());
         let status = running.wait(interactive);
-        *releasing = Releasing::start(net);
+        releasing.go();
         status
     });
     drop(raw);
