@@ -56,6 +56,10 @@ pub struct Removal {
     pub cgroup: Option<String>,
     /// Volumes (names under `volumes/`) to delete: the anonymous ones with `-v`.
     pub volumes: Vec<String>,
+    /// The caller, the live owner of the container's network attachment,
+    /// releases its leases itself (an attached ctr-spawn does it on a
+    /// thread while the rest is removed): the release step is skipped.
+    pub leases_released_by_owner: bool,
 }
 
 impl Removal {
@@ -65,6 +69,7 @@ impl Removal {
             name: Some(state.name.clone()).filter(|n| !n.is_empty()),
             cgroup: state.cgroup.clone(),
             volumes: if volumes { state.anonymous_volumes.clone() } else { Vec::new() },
+            leases_released_by_owner: false,
         }
     }
 }
@@ -82,7 +87,9 @@ pub fn remove(root: &StateRoot, id: &str, what: &Removal) -> Result<(), Teardown
     }
     // Its network leases (veth, address, published ports), if its owner
     // did not release them (a killed monitor): best effort, as the rest.
-    if let Err(e) = crate::net::release_container(root, id) {
+    let released =
+        if what.leases_released_by_owner { Ok(()) } else { crate::net::release_container(root, id) };
+    if let Err(e) = released {
         crate::warn!("container {}: releasing its network: {e}", &id[..id.len().min(12)]);
     }
     remove_tree(&paths.dir)?;

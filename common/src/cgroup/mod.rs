@@ -452,7 +452,32 @@ pub trait CgroupManager {
     fn paths(&self) -> Vec<PathBuf>;
 }
 
+/// How a process about to be created can enter a cgroup without the
+/// RCU grace period a write to `cgroup.procs` waits for (several
+/// milliseconds, tens under load: the global cgroup_threadgroup_rwsem's
+/// writer side, taken for every process move): the cgroup2 directory
+/// (the cgroup on v2, its unified directory on a hybrid host) goes to
+/// clone3's CLONE_INTO_CGROUP, which places the child at birth under the
+/// reader side; and in each v1 hierarchy the single-threaded child writes
+/// "0" to `tasks`, which moves the writing thread alone, for which the
+/// kernel skips the global lock. A process with one thread moves whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// For CLONE_INTO_CGROUP.
+    pub cgroup2: Option<PathBuf>,
+    /// The v1 hierarchies' `tasks` files the child writes "0" to.
+    pub v1_tasks: Vec<PathBuf>,
+}
+
 impl Cgroup {
+    /// See [`Placement`].
+    pub fn placement(&self) -> Placement {
+        match self {
+            Cgroup::V1(c) => c.placement(),
+            Cgroup::V2(c) => c.placement(),
+        }
+    }
+
     fn inner(&self) -> &dyn CgroupManager {
         match self {
             Cgroup::V1(c) => c,

@@ -134,6 +134,9 @@ fn v1_create_applies_limits() {
     fake_v1(root);
     let l = layout(root);
     let cg = create(&l, "kist/abc", &docker_like_resources()).unwrap();
+    let placed = cg.placement();
+    assert_eq!(placed.cgroup2, None, "no unified mount on a v1 host");
+    assert!(placed.v1_tasks.contains(&root.join("cpu,cpuacct/kist/abc/tasks")), "{placed:?}");
     let m = root.join("memory/kist/abc");
     assert_eq!(read(m.join("memory.limit_in_bytes")), (32u64 << 20).to_string());
     assert_eq!(read(m.join("memory.memsw.limit_in_bytes")), (64u64 << 20).to_string());
@@ -260,6 +263,13 @@ fn hybrid_joins_unified_too() {
     let l = layout(root);
     let cg = create(&l, "kist/h", &docker_like_resources()).unwrap();
     assert!(root.join("unified/kist/h").is_dir());
+    let placed = cg.placement();
+    assert_eq!(placed.cgroup2, Some(root.join("unified/kist/h")));
+    assert!(placed.v1_tasks.contains(&root.join("memory/kist/h/tasks")), "{placed:?}");
+    assert!(placed
+        .v1_tasks
+        .iter()
+        .all(|t| t.ends_with("kist/h/tasks") && !t.starts_with(root.join("unified"))));
     cg.add_pid(77).unwrap();
     assert_eq!(read(root.join("unified/kist/h/cgroup.procs")), "77");
     assert_eq!(read(root.join("memory/kist/h/memory.limit_in_bytes")), (32u64 << 20).to_string());
@@ -278,6 +288,7 @@ fn v2_create_enables_controllers_and_converts() {
     fake_v2(root);
     let l = layout(root);
     let cg = create(&l, "kist/v", &docker_like_resources()).unwrap();
+    assert_eq!(cg.placement(), Placement { cgroup2: Some(root.join("kist/v")), v1_tasks: Vec::new() });
     // Every ancestor delegates the controllers kist needs (not rdma/misc).
     assert_eq!(read(root.join("cgroup.subtree_control")), "cpuset cpu io memory pids");
     assert_eq!(read(root.join("kist/cgroup.subtree_control")), "cpuset cpu io memory pids");

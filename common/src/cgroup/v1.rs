@@ -27,6 +27,15 @@ pub struct V1Cgroup {
 }
 
 impl V1Cgroup {
+    /// See [`super::Placement`]: the unified directory of a hybrid host,
+    /// and every hierarchy's `tasks`.
+    pub(crate) fn placement(&self) -> super::Placement {
+        super::Placement {
+            cgroup2: self.unified.clone(),
+            v1_tasks: self.dirs.iter().map(|(_, d)| d.join("tasks")).collect(),
+        }
+    }
+
     pub(crate) fn open(layout: &CgroupLayout, rel: &Path) -> V1Cgroup {
         V1Cgroup {
             fs: layout.fs.clone(),

@@ -72,6 +72,11 @@ fn enable_controllers(fs: &dyn CgroupFs, parent: &Path) -> Result<()> {
 }
 
 impl V2Cgroup {
+    /// See [`super::Placement`]: the cgroup itself, no v1 hierarchy.
+    pub(crate) fn placement(&self) -> super::Placement {
+        super::Placement { cgroup2: Some(self.dir.clone()), v1_tasks: Vec::new() }
+    }
+
     pub(crate) fn open(layout: &CgroupLayout, rel: &Path) -> V2Cgroup {
         let root = layout.unified.clone().unwrap_or_else(|| layout.root.clone());
         V2Cgroup { fs: layout.fs.clone(), dir: root.join(rel) }

@@ -49,8 +49,16 @@
 //! are ANDed, unless one index repeats, in which case each condition is its
 //! own rule (runc's reading of the spec). 64-bit comparisons are done on the
 //! two 32-bit halves; on 32-bit arches only the low half exists.
-//! Syscalls are found by a binary search tree over their numbers, so a
-//! syscall costs about 2·log2(n) + 3 BPF instructions, not a linear scan.
+//! Syscalls are found by a binary search tree over runs of consecutive
+//! numbers that share an outcome (a return value, or the argument tests
+//! of one syscall): moby's profile allows most numbers in long runs, so
+//! the tree has a few hundred leaves for the three x86 sections instead of
+//! one per named syscall, and a syscall costs about log2(runs) + 2
+//! instructions. The kernel checks, converts and JIT-compiles the whole
+//! program at every container start, in the init's last steps before the
+//! exec: its length is start latency. (The earlier layout, one leaf per
+//! named number, is kept in the tests as the reference the runs must
+//! agree with, number by number.)
 //!
 //! Names unknown for an arch are skipped (runc skips them too); tables:
 //! x86_64, i386, x32 and aarch64 (`syscalls.rs`, generated).
@@ -904,8 +912,84 @@ fn emit_cond(asm: &mut Asm, c: &Cond, wide: bool, fail: usize) {
     asm.bind(pass);
 }
 
+/// Where a run of syscall numbers goes: straight to a return value, or to
+/// the argument tests of one syscall (a label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ret(u32),
+    Body(usize),
+}
+
+/// The runs: (first number, outcome), sorted, the first starting at 0,
+/// each lasting until the next one starts; adjacent runs never share a
+/// return value. `leaves`: (nr, body label, simple?, simple action), sorted
+/// by number; numbers not among them get `default`.
+fn runs(leaves: &[(u32, usize, bool, u32)], default: u32) -> Vec<(u32, Outcome)> {
+    fn push(runs: &mut Vec<(u32, Outcome)>, start: u32, o: Outcome) {
+        if runs.last().is_some_and(|l| l.0 == start) {
+            runs.pop();
+        }
+        if matches!(o, Outcome::Ret(_)) && runs.last().is_some_and(|l| l.1 == o) {
+            return;
+        }
+        runs.push((start, o));
+    }
+    let mut out = vec![(0, Outcome::Ret(default))];
+    for &(nr, body, simple, action) in leaves {
+        push(&mut out, nr, if simple { Outcome::Ret(action) } else { Outcome::Body(body) });
+        if let Some(next) = nr.checked_add(1) {
+            push(&mut out, next, Outcome::Ret(default));
+        }
+    }
+    out
+}
+
+/// Instructions [`emit_runs`] emits for `runs`.
+fn runs_size(runs: &[(u32, Outcome)]) -> usize {
+    if runs.len() <= 1 {
+        return 1;
+    }
+    let (left, right) = runs.split_at(runs.len() / 2);
+    let l = runs_size(left);
+    // A conditional jump reaches 255 instructions; beyond, a JA follows it.
+    (if l <= 255 { 1 } else { 2 }) + l + runs_size(right)
+}
+
+/// A binary search over the runs' first numbers; the accumulator holds nr.
+fn emit_runs(asm: &mut Asm, runs: &[(u32, Outcome)]) {
+    match runs {
+        [] => {}
+        [(_, Outcome::Ret(k))] => asm.ret(*k),
+        [(_, Outcome::Body(l))] => asm.ja(*l),
+        _ => {
+            let (left, right) = runs.split_at(runs.len() / 2);
+            let to_right = asm.label();
+            if runs_size(left) <= 255 {
+                asm.jump(BPF_JGE, right[0].0, Jmp::Label(to_right), Jmp::Skip(0));
+            } else {
+                asm.jump(BPF_JGE, right[0].0, Jmp::Skip(0), Jmp::Skip(1));
+                asm.ja(to_right);
+            }
+            emit_runs(asm, left);
+            asm.bind(to_right);
+            emit_runs(asm, right);
+        }
+    }
+}
+
+/// How the numbers are searched (see the module header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Runs,
+    /// One leaf per named number: the earlier layout, the tests' reference.
+    #[cfg(test)]
+    PerNumber,
+}
+
+#[cfg(test)]
 const LEAF: usize = 4;
 
+#[cfg(test)]
 fn emit_tree(asm: &mut Asm, entries: &[(u32, usize, bool, u32)], default: u32) {
     // entries: (nr, body label, simple?, simple action)
     if entries.len() <= LEAF {
@@ -935,6 +1019,7 @@ fn emit_section(
     default: u32,
     enosys_stub: bool,
     sec: &Section,
+    layout: Layout,
 ) -> Result<(), SeccompError> {
     let (map, max_named) = entries_for(seccomp, default, sec)?;
     if enosys_stub {
@@ -954,7 +1039,11 @@ fn emit_section(
             bodies.push((l, e));
         }
     }
-    emit_tree(asm, &leaves, default);
+    match layout {
+        Layout::Runs => emit_runs(asm, &runs(&leaves, default)),
+        #[cfg(test)]
+        Layout::PerNumber => emit_tree(asm, &leaves, default),
+    }
     for (l, e) in bodies {
         asm.bind(l);
         for (conds, action) in &e.conditional {
@@ -973,6 +1062,10 @@ fn emit_section(
 /// Compiles an OCI seccomp profile into a BPF program for the native arch
 /// (x86_64 with its i386 and x32 sub-arches, or aarch64).
 pub fn compile(seccomp: &LinuxSeccomp) -> Result<BpfProgram, SeccompError> {
+    compile_with(seccomp, Layout::Runs)
+}
+
+fn compile_with(seccomp: &LinuxSeccomp, layout: Layout) -> Result<BpfProgram, SeccompError> {
     let default = action_value(seccomp.default_action(), seccomp.default_errno_ret())?;
     let native = native_arch();
     let listed: Vec<Arch> = match seccomp.architectures().as_deref() {
@@ -1034,7 +1127,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<BpfProgram, SeccompError> {
             asm.jump(BPF_JGE, X32_SYSCALL_BIT, Jmp::Skip(0), Jmp::Skip(1));
             asm.ja(x32);
             if *native_ok {
-                emit_section(&mut asm, seccomp, default, enosys_stub, sec)?;
+                emit_section(&mut asm, seccomp, default, enosys_stub, sec, layout)?;
             } else {
                 asm.ret(RET_KILL_PROCESS);
             }
@@ -1046,12 +1139,12 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<BpfProgram, SeccompError> {
                     bias: X32_SYSCALL_BIT,
                     wide_args: true,
                 };
-                emit_section(&mut asm, seccomp, default, enosys_stub, &x)?;
+                emit_section(&mut asm, seccomp, default, enosys_stub, &x, layout)?;
             } else {
                 asm.ret(RET_KILL_PROCESS);
             }
         } else {
-            emit_section(&mut asm, seccomp, default, enosys_stub, sec)?;
+            emit_section(&mut asm, seccomp, default, enosys_stub, sec, layout)?;
         }
     }
     let insns = asm.finish()?;

@@ -255,7 +255,7 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
         namespaces.push(json!({"type": "cgroup"}));
     }
 
-    let cgroup_path = format!("kist/{}", inp.id);
+    let cgroup_path = cgroup_path(inp.id);
     let mut linux = json!({
         "namespaces": namespaces,
         "resources": resources(opts),
@@ -302,6 +302,18 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
         network: None,
         join_network: inp.joined.map(|j| j.id.clone()),
     })
+}
+
+/// A container's cgroup, relative to each hierarchy's root (the bundle's
+/// cgroupsPath without its leading slash).
+pub fn cgroup_path(id: &str) -> String {
+    format!("kist/{id}")
+}
+
+/// The cgroup resources config.json carries for `opts` ([`resources`]), typed.
+pub fn linux_resources(opts: &Options) -> Result<oci_spec::runtime::LinuxResources, Error> {
+    serde_json::from_value(resources(opts))
+        .map_err(|e| Error::Sys(format!("building the cgroup resources: {e}")))
 }
 
 /// True on a pure cgroup v2 host, where Docker gives containers a cgroup namespace.

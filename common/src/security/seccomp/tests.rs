@@ -341,6 +341,206 @@ fn interpreter_actions_and_precedence() {
 }
 
 // ---------------------------------------------------------------------------
+// The run layout against the per-number one: the same answer for every
+// number, arch and argument vector that can tell them apart.
+
+/// Argument vectors for `s`: zeros and all ones, and for every rule its
+/// conditions' values (the masked value for masked-eq) placed together,
+/// then each one varied (±1, the other half set, cleared, all ones).
+fn probe_args(s: &LinuxSeccomp) -> Vec<[u64; 6]> {
+    let mut out = vec![[0u64; 6], [u64::MAX; 6], [1u64; 6]];
+    for rule in s.syscalls().as_deref().unwrap_or(&[]) {
+        let args = rule.args().as_deref().unwrap_or(&[]);
+        let hit = |a: &LinuxSeccompArg| match a.op() {
+            LinuxSeccompOperator::ScmpCmpMaskedEq => a.value_two().unwrap_or(0),
+            _ => a.value(),
+        };
+        let mut base = [0u64; 6];
+        for a in args {
+            base[a.index()] = hit(a);
+        }
+        out.push(base);
+        for a in args {
+            let v = hit(a);
+            for x in [
+                v.wrapping_add(1),
+                v.wrapping_sub(1),
+                v ^ (1 << 32),
+                v | 0xffff_ffff_0000_0000,
+                v & 0xffff_ffff,
+                a.value(),
+                a.value() | 1,
+                0,
+                u64::MAX,
+            ] {
+                let mut b = base;
+                b[a.index()] = x;
+                out.push(b);
+                let mut one = [0u64; 6];
+                one[a.index()] = x;
+                out.push(one);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Syscall numbers to try: every number of every table and beyond, with
+/// and without the x32 bit, and the edges of the 32-bit range.
+fn probe_numbers() -> Vec<u32> {
+    let mut out: Vec<u32> = (0..1200).collect();
+    out.extend((0..1200).map(|n| n | X32_SYSCALL_BIT));
+    out.extend([
+        X32_SYSCALL_BIT - 1,
+        0x7fff_ffff,
+        0x8000_0000,
+        0x8000_0001,
+        0xbfff_ffff,
+        0xc000_0000,
+        0xffff_fffe,
+        u32::MAX,
+    ]);
+    out
+}
+
+/// Compiles `s` in both layouts and checks that they agree everywhere the
+/// probes reach; returns the two programs' lengths (runs, per number).
+fn assert_layouts_agree(what: &str, s: &LinuxSeccomp) -> (usize, usize) {
+    let runs = compile_with(s, Layout::Runs).unwrap().insns;
+    let per = compile_with(s, Layout::PerNumber).unwrap().insns;
+    let args = probe_args(s);
+    // Numbers whose rules test arguments get every vector; the others two.
+    let mut conditional = std::collections::BTreeSet::new();
+    for table in [syscalls::X86_64, syscalls::I386, syscalls::X32] {
+        for rule in s.syscalls().as_deref().unwrap_or(&[]) {
+            if rule.args().as_ref().is_some_and(|a| !a.is_empty()) {
+                for n in rule.names() {
+                    if let Some(nr) = lookup(table, n) {
+                        conditional.insert(nr);
+                        conditional.insert(nr | X32_SYSCALL_BIT);
+                    }
+                }
+            }
+        }
+    }
+    let mut checked = 0usize;
+    for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, AUDIT_ARCH_AARCH64, 0x1234_5678] {
+        for nr in probe_numbers() {
+            let vectors: &[[u64; 6]] = if conditional.contains(&nr) { &args } else { &args[..2] };
+            for a in vectors {
+                let (x, y) = (run_bpf(&runs, arch, nr, *a), run_bpf(&per, arch, nr, *a));
+                assert_eq!(
+                    x, y,
+                    "{what}: arch {arch:#x} nr {nr:#x} args {a:x?}: runs {x:#x}, per number {y:#x}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    eprintln!(
+        "{what}: {} instructions (per number: {}), {} runs of the interpreter agree",
+        runs.len(),
+        per.len(),
+        checked
+    );
+    (runs.len(), per.len())
+}
+
+#[test]
+fn runs_layout_matches_per_number_default_profile() {
+    let (runs, per) = assert_layouts_agree("default caps", &x86_64(&caps::docker_default()));
+    // Shorter by more than half: that is the point of the layout.
+    assert!(runs * 2 < per, "{runs} vs {per}");
+    let all = caps::uniform(caps::from_mask(u64::MAX));
+    assert_layouts_agree("all caps", &x86_64(&all));
+    assert_layouts_agree("no caps", &x86_64(&caps::uniform(Default::default())));
+}
+
+#[test]
+fn runs_layout_matches_per_number_other_profiles() {
+    let target = Target::new(&caps::docker_default(), Arch::ScmpArchX86_64);
+    let texts = [
+        // Default allow: no ENOSYS stub, the last run reaches u32::MAX.
+        "default allow\nrule errno 1\n  names reboot mount\nrule kill-process\n  names read\n  arg 0 eq 7\n",
+        // Neighbouring numbers with different actions, and the first and last numbers.
+        "default errno 1\narch SCMP_ARCH_X86_64 SCMP_ARCH_X86 SCMP_ARCH_X32\n\
+         rule allow\n  names read write open close\nrule errno 13\n  names stat\n\
+         rule trap\n  names fstat\nrule allow\n  names lstat\n  arg 1 masked-eq 0xff 0x10\n\
+         rule log\n  names poll\nrule allow\n  names io_pgetevents\n  arg 0 gt 0x100000000\n\
+         rule allow\n  names openat\n  arg 0 eq 1\n  arg 0 eq 2\n",
+        // Only x86_64 listed: the other sections kill.
+        "default kill-process\narch SCMP_ARCH_X86_64\nrule allow\n  names getpid gettid\n",
+    ];
+    for (i, t) in texts.iter().enumerate() {
+        let s = Profile::parse_text(t).unwrap().resolve(&target);
+        assert_layouts_agree(&format!("profile {i}"), &s);
+    }
+    if let Ok(json) = std::fs::read("/usr/share/containers/seccomp.json") {
+        let s = parse_docker_profile(&json, &caps::docker_default(), native_arch()).unwrap().unwrap();
+        assert_layouts_agree("containers/common", &s);
+    }
+}
+
+#[test]
+fn runs_merge_neighbours_and_keep_bodies() {
+    let d = RET_ERRNO | 1;
+    // Numbers 3, 4, 5 allowed, 7 with a body, 8 allowed, the rest default.
+    let leaves = [
+        (3, 0, true, RET_ALLOW),
+        (4, 0, true, RET_ALLOW),
+        (5, 0, true, RET_ALLOW),
+        (7, 9, false, 0),
+        (8, 0, true, RET_ALLOW),
+    ];
+    let r = runs(&leaves, d);
+    assert_eq!(
+        r,
+        vec![
+            (0, Outcome::Ret(d)),
+            (3, Outcome::Ret(RET_ALLOW)),
+            (6, Outcome::Ret(d)),
+            (7, Outcome::Body(9)),
+            (8, Outcome::Ret(RET_ALLOW)),
+            (9, Outcome::Ret(d)),
+        ]
+    );
+    // A named number whose action is the default merges into its neighbours.
+    assert_eq!(runs(&[(2, 0, true, d)], d), vec![(0, Outcome::Ret(d))]);
+    assert_eq!(runs(&[(0, 0, true, RET_ALLOW)], d), vec![(0, Outcome::Ret(RET_ALLOW)), (1, Outcome::Ret(d))]);
+    assert_eq!(
+        runs(&[(u32::MAX, 0, true, RET_ALLOW)], d),
+        vec![(0, Outcome::Ret(d)), (u32::MAX, Outcome::Ret(RET_ALLOW))]
+    );
+}
+
+#[test]
+fn long_runs_lists_get_far_jumps() {
+    // Alternating outcomes over 1000 numbers: subtrees beyond 255 instructions
+    // need the JA form, and the interpreter still finds every number.
+    let leaves: Vec<(u32, usize, bool, u32)> = (0..1000)
+        .map(|n| (n, 0, true, if n % 2 == 0 { RET_ALLOW } else { RET_ERRNO | (n & 0xfff) }))
+        .collect();
+    let r = runs(&leaves, RET_ERRNO | 1);
+    let mut asm = Asm::default();
+    asm.stmt(BPF_LD_W_ABS, OFF_NR);
+    emit_runs(&mut asm, &r);
+    let p = asm.finish().unwrap();
+    assert_eq!(p.len(), 1 + runs_size(&r));
+    for n in 0..1100u32 {
+        let want = if n >= 1000 {
+            RET_ERRNO | 1
+        } else if n % 2 == 0 {
+            RET_ALLOW
+        } else {
+            RET_ERRNO | (n & 0xfff)
+        };
+        assert_eq!(run_bpf(&p, AUDIT_ARCH_X86_64, n, [0; 6]), want, "{n}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The kernel: load in a forked child.
 
 fn in_child(f: impl FnOnce() -> i32) -> i32 {

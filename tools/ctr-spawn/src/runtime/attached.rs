@@ -42,15 +42,80 @@ pub fn net_view(running: &super::Running) -> (Vec<String>, std::collections::BTr
 
 /// Runs the container attached; returns the status to exit with.
 pub fn run(opts: Options) -> Result<u8, Error> {
-    let Prepared { mut guard, plan, .. } = create::prepare(&opts)?;
+    // The cgroup is made while the container's files are written.
+    let resources = crate::bundle::linux_resources(&opts)?;
+    let (prepared, cgroup) =
+        create::prepare_alongside(&opts, |id| cgroups::create(&crate::bundle::cgroup_path(id), &resources));
+    let cgroup = cgroup.unwrap_or_else(|| Err(Error::Cgroup("the cgroup thread panicked".into())));
+    let (Prepared { mut guard, plan, .. }, cgroup) = match (prepared, cgroup) {
+        (Ok(p), Ok(cg)) => (p, cg),
+        (Ok(_), Err(e)) => return Err(e),
+        (Err(e), cgroup) => {
+            if let Ok(cg) = cgroup {
+                let _ = cg.destroy();
+            }
+            return Err(e);
+        }
+    };
     let root = opts.root.clone();
-    let result = run_plan(&root, &plan, opts.tty, opts.interactive, &opts.record);
+    let (result, releasing) =
+        run_plan_releasing(&root, &plan, Some(cgroup), opts.tty, opts.interactive, &opts.record);
     if opts.rm {
-        guard.remove()?;
+        // The network is released meanwhile, by the thread `releasing`
+        // joins (before ctr-spawn exits, so nothing outlives the run).
+        guard.remove_with(releasing.active())?;
     } else {
         guard.armed = false;
     }
+    drop(releasing);
     result
+}
+
+/// The release of an exited container's network attachment, running on a
+/// thread of its own while the owner removes the cgroup, records the exit
+/// and (with --rm) removes the container: the release (the lease file, the
+/// scan of /proc for the namespace's last users, the veth) takes as long
+/// as all of that. The thread is made while the container runs and holds
+/// the attachment until [`Releasing::go`]: started at the exit instead, it
+/// waited a millisecond and more for a CPU that the kernel's teardown of
+/// the container's namespaces keeps busy. Dropping it lets it go and waits
+/// for the release.
+pub struct Releasing(Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>);
+
+impl Releasing {
+    /// Holds `net` on a thread until [`Releasing::go`] (or the drop).
+    fn hold(net: Option<kist_common::net::Attachment>) -> Releasing {
+        Releasing(net.map(|a| {
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let h = std::thread::spawn(move || {
+                // A message or the sender's drop: the init has exited.
+                let _ = wait.recv();
+                drop(a)
+            });
+            (h, go)
+        }))
+    }
+
+    /// The init has exited: release now.
+    fn go(&self) {
+        if let Some((_, go)) = &self.0 {
+            let _ = go.send(());
+        }
+    }
+
+    /// True if a release runs (the container had a network attachment).
+    pub fn active(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        if let Some((h, go)) = self.0.take() {
+            drop(go);
+            let _ = h.join();
+        }
+    }
 }
 
 /// Starts an existing container's plan attached and waits for it.
@@ -61,11 +126,44 @@ pub fn run_plan(
     interactive: bool,
     record: &Option<PathBuf>,
 ) -> Result<u8, Error> {
+    run_plan_releasing(root, plan, None, tty, interactive, record).0
+}
+
+/// [`run_plan`] with the container's cgroup made already (else it is made
+/// here from the plan), returning the network release still under way.
+pub fn run_plan_releasing(
+    root: &StateRoot,
+    plan: &Plan,
+    cgroup: Option<cgroups::Cgroup>,
+    tty: bool,
+    interactive: bool,
+    record: &Option<PathBuf>,
+) -> (Result<u8, Error>, Releasing) {
+    let mut releasing = Releasing(None);
+    let result = run_plan_inner(root, plan, cgroup, tty, interactive, record, &mut releasing);
+    (result, releasing)
+}
+
+fn run_plan_inner(
+    root: &StateRoot,
+    plan: &Plan,
+    cgroup: Option<cgroups::Cgroup>,
+    tty: bool,
+    interactive: bool,
+    record: &Option<PathBuf>,
+    releasing: &mut Releasing,
+) -> Result<u8, Error> {
     let id = plan.id.clone();
-    let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
-    let cgroup = cgroups::create(&plan.cgroup_path, &resources)?;
+    let cgroup = match cgroup {
+        Some(cg) => cg,
+        None => {
+            let resources =
+                plan.spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
+            cgroups::create(&plan.cgroup_path, &resources)?
+        }
+    };
     let raw = if tty { Some(super::tty::RawMode::enter()) } else { None };
-    let outcome = super::start(root, plan, Some(&cgroup)).and_then(|running| {
+    let outcome = super::start(root, plan, Some(&cgroup)).and_then(|mut running| {
         let pid = running.pid.as_raw();
         let (ports, networks) = net_view(&running);
         let (state, ()) = lifecycle::update(root, &id, |s| {
@@ -81,7 +179,11 @@ pub fn run_plan(
             s.boot_id = container::boot_id();
         })?;
         write_record(record, &state)?;
-        running.wait(interactive)
+        // Held until the init has exited, then released on a thread.
+        *releasing = Releasing::hold(running.net.take());
+        let status = running.wait(interactive);
+        releasing.go();
+        status
     });
     drop(raw);
     let oom = cgroup.oom_killed();

@@ -24,7 +24,38 @@ pub fn create(name: &str, resources: &LinuxResources) -> Result<Cgroup, Error> {
     Ok(Cgroup { inner: cgroup::create(&layout, name, resources).map_err(err)? })
 }
 
+/// What the init's clone needs to enter the cgroup by itself (see
+/// kist_common::cgroup::Placement), opened and encoded before the clone.
+pub struct Entry {
+    /// The cgroup2 directory, for clone3's CLONE_INTO_CGROUP.
+    pub cgroup2: Option<std::os::fd::OwnedFd>,
+    /// The v1 `tasks` files the init writes "0" to.
+    pub v1_tasks: Vec<std::ffi::CString>,
+}
+
 impl Cgroup {
+    /// Opens the cgroup2 directory and encodes the v1 paths.
+    pub fn entry(&self) -> Result<Entry, Error> {
+        let placed = self.inner.placement();
+        let cgroup2 = match &placed.cgroup2 {
+            Some(dir) => Some(
+                std::fs::File::open(dir)
+                    .map_err(|e| Error::Cgroup(format!("open {}: {e}", dir.display())))?
+                    .into(),
+            ),
+            None => None,
+        };
+        let v1_tasks = placed
+            .v1_tasks
+            .iter()
+            .map(|p| {
+                std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                    .map_err(|_| Error::Cgroup(format!("bad cgroup path {}", p.display())))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Entry { cgroup2, v1_tasks })
+    }
+
     pub fn add_pid(&self, pid: i32) -> Result<(), Error> {
         self.inner.add_pid(pid as u32).map_err(err)
     }

@@ -58,8 +58,19 @@ pub struct Created {
 impl Created {
     /// Removes what was created (the caller removes its cgroup).
     pub fn remove(&mut self) -> Result<(), Error> {
+        self.remove_with(false)
+    }
+
+    /// [`Created::remove`]; with `leases_released_by_owner` the caller
+    /// releases the network attachment itself (see teardown::Removal).
+    pub fn remove_with(&mut self, leases_released_by_owner: bool) -> Result<(), Error> {
         self.armed = false;
-        let what = Removal { name: self.name.clone(), cgroup: None, volumes: self.anonymous_volumes.clone() };
+        let what = Removal {
+            name: self.name.clone(),
+            cgroup: None,
+            volumes: self.anonymous_volumes.clone(),
+            leases_released_by_owner,
+        };
         teardown::remove(&self.root, &self.id, &what)?;
         Ok(())
     }
@@ -89,6 +100,31 @@ pub struct Prepared {
 
 /// Creates the container (status created).
 pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
+    prepare_alongside(opts, |_| ()).0
+}
+
+/// [`prepare`], running `alongside(id)` on a thread of its own meanwhile
+/// (an attached run creates the container's cgroup there: a dozen mkdirs
+/// and writes in /sys/fs/cgroup that need only the id, in the time the
+/// container's files take). The thread is joined before this returns, so
+/// the process is single-threaded again for the init's clone. Its result
+/// comes back whatever prepare's is: on a failure the caller undoes it.
+pub fn prepare_alongside<T: Send>(
+    opts: &Options,
+    alongside: impl FnOnce(&str) -> T + Send,
+) -> (Result<Prepared, Error>, Option<T>) {
+    let id = match names::new_id() {
+        Ok(id) => id,
+        Err(e) => return (Err(Error::Sys(format!("random: {e}"))), None),
+    };
+    std::thread::scope(|s| {
+        let beside = s.spawn(|| alongside(&id));
+        let prepared = prepare_as(opts, id.clone());
+        (prepared, beside.join().ok())
+    })
+}
+
+fn prepare_as(opts: &Options, id: String) -> Result<Prepared, Error> {
     let root = opts.root.clone();
     root.ensure()?;
     // Held while the container is created, so that img-rm's collection
@@ -109,7 +145,6 @@ pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
         )));
     }
 
-    let id = names::new_id().map_err(|e| Error::Sys(format!("random: {e}")))?;
     let paths = ContainerPaths::new(&root, &id);
     let mut guard = Created {
         root: root.clone(),
@@ -273,7 +308,7 @@ pub fn load_plan(root: &StateRoot, state: &ContainerState) -> Result<(Plan, Laun
         init: launch.init,
         interactive: launch.interactive,
         ephemeral: launch.ephemeral,
-        cgroup_path: state.cgroup.clone().unwrap_or_else(|| format!("kist/{}", state.id)),
+        cgroup_path: state.cgroup.clone().unwrap_or_else(|| bundle::cgroup_path(&state.id)),
         hostname: state.hostname.clone(),
         network: launch.network.clone(),
         join_network: launch.join_network.clone(),

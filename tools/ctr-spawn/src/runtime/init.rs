@@ -5,9 +5,11 @@
 //! ctr-spawn that is non-dumpable while it runs in the container's
 //! namespaces, and its last act is execve of the container's own binary.
 //!
-//! Order: wait for the parent (cgroup placement) → mounts → pivot_root →
+//! Order: enter the v1 cgroups (born in the cgroup2 one) → mounts →
+//! pivot_root →
 //! masked and read-only paths → hostname, loopback → stdio → cwd →
-//! rlimits → (seccomp without no-new-privileges) → bounding set →
+//! rlimits → the parent's go (the network) → (seccomp without
+//! no-new-privileges) → bounding set →
 //! setgroups/setgid/setuid → capabilities → (no_new_privs + seccomp) →
 //! close every other descriptor → execve. Failures travel back to the
 //! parent over the CLOEXEC socket, which closes on a successful exec.
@@ -58,9 +60,10 @@ fn other(what: impl std::fmt::Display) -> Failure {
     Failure { status: 125, message: what.to_string() }
 }
 
-/// Runs in the cloned child; never returns.
-pub fn main(plan: &Plan, sock: RawFd, tty: bool) -> ! {
-    let err = match run(plan, sock, tty) {
+/// Runs in the cloned child; never returns. `v1_tasks`: the cgroup v1
+/// `tasks` files to move into first (see super's header on the cgroup).
+pub fn main(plan: &Plan, sock: RawFd, tty: bool, v1_tasks: &[CString]) -> ! {
+    let err = match enter_v1_cgroups(v1_tasks).and_then(|()| run(plan, sock, tty)) {
         Ok(never) => match never {},
         Err(f) => f,
     };
@@ -68,6 +71,29 @@ pub fn main(plan: &Plan, sock: RawFd, tty: bool) -> ! {
     // SAFETY: leaving the child at once, without running the parent's
     // destructors or atexit handlers a second time.
     unsafe { libc::_exit(i32::from(err.status)) }
+}
+
+/// Moves the init, a process of one thread, into its v1 cgroups by writing
+/// "0" (the writing thread) to each hierarchy's `tasks`: the kernel takes
+/// no global lock for a thread that moves itself, so there is no grace
+/// period to wait for. Done before anything else, so that what the init
+/// allocates, forks and execs is the container's from the start.
+fn enter_v1_cgroups(tasks: &[CString]) -> Result<(), Failure> {
+    for t in tasks {
+        let what = || t.to_string_lossy().into_owned();
+        // SAFETY: open of a C string path.
+        let fd = unsafe { libc::open(t.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(setup(format!("enter cgroup {}", what()))(Errno::last()));
+        }
+        // SAFETY: a descriptor we just opened and own alone.
+        let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        // SAFETY: writing one byte from a static buffer.
+        if unsafe { libc::write(fd.as_raw_fd(), c"0".as_ptr().cast(), 1) } != 1 {
+            return Err(setup(format!("enter cgroup {}", what()))(Errno::last()));
+        }
+    }
+    Ok(())
 }
 
 fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {
@@ -370,10 +396,10 @@ fn mount_overlay_fsconfig(plan: &Plan) -> Result<(), Failure> {
 }
 
 /// The point past which the init must be in its cgroup and have its
-/// network: the parent's `G`. The parent moves the init into its cgroup
-/// (slow on v1: the first move waits for an RCU grace period, several
-/// milliseconds, more under load) and attaches its network meanwhile, so
-/// the init builds its whole root before the gate: mounts, devices,
+/// network: the parent's `G`. The parent attaches the network (and, where
+/// the kernel refuses CLONE_INTO_CGROUP, moves the init into its cgroup
+/// through `cgroup.procs`, which waits for an RCU grace period) while the
+/// init builds its whole root before the gate: mounts, devices,
 /// pivot_root, masked paths, host name, working directory, the compiled
 /// seccomp filter. Nothing before the gate forks or execs, and no
 /// privilege is dropped before it. With a cgroup namespace (cgroup v2) the

@@ -1,8 +1,18 @@
 //! The runtime: turns a [`Plan`] (an OCI bundle plus the overlay layers)
 //! into a running container and waits for it. ctr-spawn stays
 //! single-threaded until it clones the init, so the clone is safe; the
-//! init (see [`init`]) does the confinement, the parent only places it in
-//! its cgroup, relays the terminal and signals, and collects the status.
+//! init (see [`init`]) enters its cgroup and does the confinement, the
+//! parent attaches its network, relays the terminal and signals, and
+//! collects the status.
+//!
+//! The cgroup: the init is cloned by clone3 with CLONE_INTO_CGROUP into the
+//! cgroup2 directory (v2, or the unified one of a hybrid host) and, first
+//! thing, moves itself into each v1 hierarchy by writing "0" to `tasks`;
+//! neither waits for the RCU grace period of a `cgroup.procs` write (see
+//! kist_common::cgroup::Placement), which was the longest wait of a start.
+//! Where clone3 or CLONE_INTO_CGROUP is refused (kernels before 5.7), the
+//! parent moves the init through `cgroup.procs` as before, on a thread
+//! while it attaches the network.
 //! A monitor for detached containers can call [`start`] and [`Running::wait`] too.
 
 pub mod attached;
@@ -122,6 +132,10 @@ pub fn start(
         Some(id) => Some(JoinedNetns::enter(root, id)?),
         None => None,
     };
+    let entry = match cgroup {
+        Some(cg) => Some(cg.entry()?),
+        None => None,
+    };
     let (parent_sock, child_sock) = msg::pair().map_err(Error::sys("socketpair"))?;
     // Non-dumpable from here on (and inherited by the init until it execs):
     // nothing in the container may open /proc/<pid>/exe or /proc/<pid>/mem
@@ -129,16 +143,30 @@ pub fn start(
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&relayed_signals()), None);
-    // SAFETY: the raw clone syscall with a null stack behaves like fork; the
-    // process is single-threaded, so the child may run ordinary code.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    let cgroup2 = entry.as_ref().and_then(|e| e.cgroup2.as_ref()).map(|fd| fd.as_raw_fd());
+    let (rc, self_placed) = match cgroup2.map(|fd| clone3_into(flags, fd)) {
+        Some(rc) if rc >= 0 => (rc, true),
+        _ => {
+            // SAFETY: the raw clone syscall with a null stack behaves like
+            // fork; the process is single-threaded, so the child may run
+            // ordinary code.
+            let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+            // Without a cgroup2 directory (a v1 host) the init enters v1 by itself.
+            (rc, cgroup2.is_none())
+        }
+    };
     if rc < 0 {
         return Err(Error::Sys(format!("clone: {}", nix::errno::Errno::last().desc())));
     }
     if rc == 0 {
         drop(parent_sock);
-        init::main(plan, child_sock.as_raw_fd(), tty);
+        let v1_tasks = match (&entry, self_placed) {
+            (Some(e), true) => e.v1_tasks.as_slice(),
+            _ => &[],
+        };
+        init::main(plan, child_sock.as_raw_fd(), tty, v1_tasks);
     }
+    drop(entry);
     let pid = Pid::from_raw(rc as i32);
     drop(joined);
     drop(child_sock);
@@ -168,11 +196,12 @@ pub fn start(
         };
         Ok(Some(kist_common::net::attach(root, req, &who, ns.as_raw_fd())?))
     };
-    // Placed in its cgroup meanwhile (see cgroups::Cgroup::add_pid_while).
+    // Without CLONE_INTO_CGROUP the parent places it, meanwhile (see
+    // cgroups::Cgroup::add_pid_while).
     let (placed, net) = match cgroup {
-        Some(cg) if plan.network.is_some() => cg.add_pid_while(pid.as_raw(), attach),
-        Some(cg) => (cg.add_pid(pid.as_raw()), Ok(None)),
-        None => (Ok(()), attach()),
+        Some(cg) if !self_placed && plan.network.is_some() => cg.add_pid_while(pid.as_raw(), attach),
+        Some(cg) if !self_placed => (cg.add_pid(pid.as_raw()), Ok(None)),
+        _ => (Ok(()), attach()),
     };
     let net = placed.and(net).map_err(fail)?;
     msg::send_go(parent_sock.as_raw_fd())
@@ -193,6 +222,46 @@ pub fn start(
         }
     }
     Ok(Running { pid, terminal, net })
+}
+
+/// clone3 with CLONE_INTO_CGROUP: like the raw clone of [`start`] (fork
+/// semantics, SIGCHLD at exit), the child born in the cgroup2 directory
+/// `cgroup`. Returns the syscall's result (errno set when negative).
+fn clone3_into(flags: libc::c_long, cgroup: std::os::fd::RawFd) -> libc::c_long {
+    /// struct clone_args (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let exit_signal = (flags as u64) & 0xff;
+    let args = CloneArgs {
+        flags: ((flags as u64) & !0xff) | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup as u64,
+    };
+    // SAFETY: clone3 with no stack (fork semantics) and a clone_args the
+    // kernel reads during the call; the caller is single-threaded, as for
+    // the raw clone.
+    unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) }
 }
 
 /// The error for a failure the init reported.
