@@ -344,15 +344,32 @@ pub fn status_words(state: &ContainerState, seen: &Observed, now: f64) -> String
 /// The `container` record of a state as it really is: the observed state,
 /// Docker's status words and the note.
 pub fn record(state: &ContainerState, host: &Host) -> ContainerRecord {
+    record_seen(state, &observe(state, host), host)
+}
+
+/// The record `ctr-spawn -d` prints once its monitor reported the start: as
+/// [`record`], except that an init already gone while its owner still
+/// lives is an exit the owner has yet to record (a command as short as
+/// `true` ends before the record is read), so the recorded state stands
+/// rather than "exit not recorded".
+pub fn record_at_start(state: &ContainerState, host: &Host) -> ContainerRecord {
     let seen = observe(state, host);
+    if state.status == Status::Running && !seen.process_alive && seen.owner_alive {
+        let recorded = Observed { status: state.status, exit_code: state.exit_code, note: None, ..seen };
+        return record_seen(state, &recorded, host);
+    }
+    record_seen(state, &seen, host)
+}
+
+fn record_seen(state: &ContainerState, seen: &Observed, host: &Host) -> ContainerRecord {
     let mut rec = state.record();
-    rec.status = status_words(state, &seen, host.now);
+    rec.status = status_words(state, seen, host.now);
     rec.state = seen.status;
     rec.exit_code = seen.exit_code;
     if seen.status != state.status && !seen.process_alive {
         rec.pid = None;
     }
-    rec.note = seen.note;
+    rec.note = seen.note.clone();
     rec
 }
 
@@ -375,4 +392,55 @@ pub fn log_files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     out.push(base);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A running state whose init has already exited and been reaped,
+    /// owned by this (living) test process.
+    fn exited_under_living_owner() -> ContainerState {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id() as i32;
+        child.wait().unwrap();
+        let json = serde_json::json!({
+            "id": "a".repeat(64),
+            "name": "quick",
+            "hostname": "quick",
+            "image": format!("sha256:{}", "b".repeat(64)),
+            "snapshots": [],
+            "command": ["true"],
+            "created": container::now_rfc3339(),
+            "startedAt": container::now_rfc3339(),
+            "status": "running",
+            "pid": gone,
+            "ownerPid": std::process::id() as i32,
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn an_exit_the_living_owner_has_yet_to_record_is_not_reported_lost() {
+        let state = exited_under_living_owner();
+        let host = Host::probe();
+        let at_start = record_at_start(&state, &host);
+        assert_eq!(at_start.state, Status::Running);
+        assert_eq!(at_start.exit_code, None);
+        assert_eq!(at_start.note, None);
+        // Any other reader still tells what it sees.
+        let seen = record(&state, &host);
+        assert_eq!(seen.state, Status::Exited);
+        assert_eq!(seen.exit_code, Some(255));
+        assert!(seen.note.unwrap().contains("exit not recorded"));
+    }
+
+    #[test]
+    fn without_a_living_owner_the_start_record_tells_the_lost_exit() {
+        let mut state = exited_under_living_owner();
+        state.owner_pid = state.pid;
+        let rec = record_at_start(&state, &Host::probe());
+        assert_eq!(rec.state, Status::Exited);
+        assert_eq!(rec.exit_code, Some(255));
+    }
 }

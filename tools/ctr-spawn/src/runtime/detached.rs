@@ -16,7 +16,7 @@ use crate::Error;
 
 fn print(root: &StateRoot, id: &str) -> Result<(), Error> {
     let state = lifecycle::load(root, id)?;
-    let rec = lifecycle::record(&state, &lifecycle::Host::probe());
+    let rec = lifecycle::record_at_start(&state, &lifecycle::Host::probe());
     emit(&Record::Container(rec)).map_err(|e| Error::Sys(format!("stdout: {e}")))
 }
 
