@@ -799,3 +799,64 @@ fn interactive_stdin_follows_the_record() {
     assert_eq!(out.stdout_str(), "");
     assert_eq!(out.code(), 0);
 }
+
+#[test]
+fn an_attached_run_is_logged_as_docker_logs_shows_it() {
+    // docker logs works on a container run attached (no -t): the output
+    // goes to the terminal and to the json-file log alike.
+    let root = TestRoot::new();
+    let img = busybox(root.path());
+    let out = spawn::spawn(
+        &root,
+        &img,
+        &[
+            "--name",
+            "talker",
+            "--",
+            "sh",
+            "-c",
+            "echo out1; echo err1 >&2; ls /proc/$$/fd; printf tail; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr_str());
+    // Only the three standard descriptors reach the container.
+    assert_eq!(out.stdout_str(), "out1\n0\n1\n2\ntail");
+    assert_eq!(out.stderr_str(), "err1\n");
+    let logs = kist_tests::run(root.cmd("ctr-logs").arg("talker"));
+    logs.assert_ok();
+    assert_eq!(logs.stdout_str(), "out1\n0\n1\n2\ntail");
+    assert_eq!(logs.stderr_str(), "err1\n");
+    // A reader of ctr-spawn's stdout that goes away is a broken pipe for
+    // the container, as without the copy: it ends, and so does the run.
+    std::fs::write(root.path().join("record"), &img.record).unwrap();
+    let mut child = spawn::command(&root, &["--", "sh", "-c", "yes; echo yes-ended-$? >&2"])
+        .stdin(Stdio::from(std::fs::File::open(root.path().join("record")).unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 2];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"y\n");
+    drop(child.stdout.take());
+    let t0 = Instant::now();
+    let done = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(
+        String::from_utf8_lossy(&done.stderr).contains("yes-ended-141"),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // --rm keeps no log: the container is gone.
+    let out = spawn::spawn(&root, &img, &["--rm", "--name", "gone", "--", "echo", "x"]);
+    out.assert_ok();
+    let names: Vec<String> = containers(&root)
+        .iter()
+        .map(|c| std::fs::read_to_string(root.path().join("containers").join(c).join("state.json")).unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "talker and the broken-pipe run stay, the --rm one is gone");
+    assert!(!names.iter().any(|s| s.contains("\"gone\"")));
+    for c in containers(&root) {
+        let _ = kist_tests::run(root.cmd("ctr-kill").args(["--rm", "-f", &c]));
+    }
+}

@@ -101,6 +101,8 @@ pub struct Plan {
     /// `--rm`: the overlay is mounted `volatile` (no sync of the upper
     /// directory at unmount; nothing of it survives the run anyway).
     pub ephemeral: bool,
+    /// `--log-opt`: how the json-file log of the container's output rotates.
+    pub log: crate::restart::LogOpts,
     /// `kist/<id>`: the cgroup path under each hierarchy.
     pub cgroup_path: String,
     pub hostname: String,
@@ -297,6 +299,7 @@ pub fn plan(opts: &Options, inp: &Inputs<'_>) -> Result<Plan, Error> {
         init: opts.init,
         interactive: opts.interactive,
         ephemeral: opts.rm,
+        log: opts.log,
         cgroup_path,
         hostname,
         network: None,

@@ -163,7 +163,17 @@ fn run_plan_inner(
         }
     };
     let raw = if tty { Some(super::tty::RawMode::enter()) } else { None };
-    let outcome = super::start(root, plan, Some(&cgroup)).and_then(|mut running| {
+    // Without a terminal the output is also logged (see super::tee);
+    // not for --rm, whose log would go with the container.
+    let diverted = match tty || plan.ephemeral {
+        true => None,
+        false => super::tee::Diverted::divert()
+            .map_err(|e| kist_common::warn!("the container's output is not logged: {e}"))
+            .ok(),
+    };
+    let started = super::start(root, plan, Some(&cgroup));
+    let tee = diverted.and_then(|d| d.restore(started.is_ok(), &plan.paths.log(), plan.log));
+    let outcome = started.and_then(|mut running| {
         let pid = running.pid.as_raw();
         let (ports, networks) = net_view(&running);
         let (state, ()) = lifecycle::update(root, &id, |s| {
@@ -185,6 +195,9 @@ fn run_plan_inner(
         releasing.go();
         status
     });
+    if let Some(t) = tee {
+        t.finish();
+    }
     drop(raw);
     let oom = cgroup.oom_killed();
     let destroyed = cgroup.destroy();

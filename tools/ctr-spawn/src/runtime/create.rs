@@ -308,6 +308,7 @@ pub fn load_plan(root: &StateRoot, state: &ContainerState) -> Result<(Plan, Laun
         init: launch.init,
         interactive: launch.interactive,
         ephemeral: launch.ephemeral,
+        log: launch.log,
         cgroup_path: state.cgroup.clone().unwrap_or_else(|| bundle::cgroup_path(&state.id)),
         hostname: state.hostname.clone(),
         network: launch.network.clone(),

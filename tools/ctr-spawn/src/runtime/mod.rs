@@ -24,6 +24,7 @@ pub mod init;
 pub mod monitor;
 pub mod msg;
 pub mod reaper;
+pub mod tee;
 pub mod tty;
 
 use std::os::fd::{AsRawFd, OwnedFd};
