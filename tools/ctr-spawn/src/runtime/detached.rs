@@ -15,8 +15,23 @@ use crate::options::Options;
 use crate::Error;
 
 fn print(root: &StateRoot, id: &str) -> Result<(), Error> {
-    let state = lifecycle::load(root, id)?;
-    let rec = lifecycle::record_at_start(&state, &lifecycle::Host::probe());
+    print_started(root, id, None)
+}
+
+/// Prints the container's record. `created`: the state it was created
+/// with, for a `--rm` container that its monitor, once told it started,
+/// has seen end and removed before the record is read (`-- true`): it is
+/// reported as started, which is what is known of it.
+fn print_started(root: &StateRoot, id: &str, created: Option<&ContainerState>) -> Result<(), Error> {
+    let rec = match (lifecycle::load(root, id), created) {
+        (Ok(state), _) => lifecycle::record_at_start(&state, &lifecycle::Host::probe()),
+        (Err(container::ContainerError::NotFound(_)), Some(created)) => {
+            let mut state = created.clone();
+            state.status = Status::Running;
+            state.record()
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     emit(&Record::Container(rec)).map_err(|e| Error::Sys(format!("stdout: {e}")))
 }
 
@@ -27,7 +42,7 @@ pub fn run(opts: Options) -> Result<u8, Error> {
     // as Docker does (exited with 125/126/127), unless --rm.
     guard.armed = false;
     monitor::spawn(&opts.root, plan)?;
-    print(&opts.root, &state.id)?;
+    print_started(&opts.root, &state.id, Some(&state))?;
     Ok(0)
 }
 
