@@ -58,8 +58,16 @@ pub fn run(opts: Options) -> Result<u8, Error> {
         }
     };
     let root = opts.root.clone();
-    let (result, releasing) =
-        run_plan_releasing(&root, &plan, Some(cgroup), opts.tty, opts.interactive, &opts.record);
+    let mut releasing = Releasing(None);
+    let result = run_plan_releasing(
+        &root,
+        &plan,
+        Some(cgroup),
+        opts.tty,
+        opts.interactive,
+        &opts.record,
+        &mut releasing,
+    );
     if opts.rm {
         // The network is released meanwhile, by the thread `releasing`
         // joins (before ctr-spawn exits, so nothing outlives the run).
@@ -126,25 +134,13 @@ pub fn run_plan(
     interactive: bool,
     record: &Option<PathBuf>,
 ) -> Result<u8, Error> {
-    run_plan_releasing(root, plan, None, tty, interactive, record).0
+    run_plan_releasing(root, plan, None, tty, interactive, record, &mut Releasing(None))
 }
 
 /// [`run_plan`] with the container's cgroup made already (else it is made
-/// here from the plan), returning the network release still under way.
-pub fn run_plan_releasing(
-    root: &StateRoot,
-    plan: &Plan,
-    cgroup: Option<cgroups::Cgroup>,
-    tty: bool,
-    interactive: bool,
-    record: &Option<PathBuf>,
-) -> (Result<u8, Error>, Releasing) {
-    let mut releasing = Releasing(None);
-    let result = run_plan_inner(root, plan, cgroup, tty, interactive, record, &mut releasing);
-    (result, releasing)
-}
-
-fn run_plan_inner(
+/// here from the plan); `releasing` receives the network release, still
+/// under way when this returns (it ends when `releasing` is dropped).
+fn run_plan_releasing(
     root: &StateRoot,
     plan: &Plan,
     cgroup: Option<cgroups::Cgroup>,

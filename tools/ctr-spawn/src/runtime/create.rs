@@ -100,7 +100,8 @@ pub struct Prepared {
 
 /// Creates the container (status created).
 pub fn prepare(opts: &Options) -> Result<Prepared, Error> {
-    prepare_alongside(opts, |_| ()).0
+    let id = names::new_id().map_err(|e| Error::Sys(format!("random: {e}")))?;
+    prepare_as(opts, id)
 }
 
 /// [`prepare`], running `alongside(id)` on a thread of its own meanwhile
