@@ -23,14 +23,25 @@ fn print(root: &StateRoot, id: &str) -> Result<(), Error> {
 /// has seen end and removed before the record is read (`-- true`): it is
 /// reported as started, which is what is known of it.
 fn print_started(root: &StateRoot, id: &str, created: Option<&ContainerState>) -> Result<(), Error> {
-    let rec = match (lifecycle::load(root, id), created) {
-        (Ok(state), _) => lifecycle::record_at_start(&state, &lifecycle::Host::probe()),
-        (Err(container::ContainerError::NotFound(_)), Some(created)) => {
-            let mut state = created.clone();
-            state.status = Status::Running;
-            state.record()
+    // A record that still tells of a lost exit right after the monitor
+    // reported the start is the monitor finishing (recording the exit,
+    // removing a --rm container): it is read again for a moment first.
+    let mut tries = 10;
+    let rec = loop {
+        let rec = match (lifecycle::load(root, id), created) {
+            (Ok(state), _) => lifecycle::record_at_start(&state, &lifecycle::Host::probe()),
+            (Err(container::ContainerError::NotFound(_)), Some(created)) => {
+                let mut state = created.clone();
+                state.status = Status::Running;
+                break state.record();
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
+        tries -= 1;
+        if rec.note.is_none() || created.is_none() || tries == 0 {
+            break rec;
         }
-        (Err(e), _) => return Err(e.into()),
+        std::thread::sleep(std::time::Duration::from_millis(20));
     };
     emit(&Record::Container(rec)).map_err(|e| Error::Sys(format!("stdout: {e}")))
 }
