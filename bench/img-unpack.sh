@@ -136,8 +136,8 @@ load1=$(loadavg)
 prio hyperfine --warmup 1 --runs "$RUNS" --export-json "$OUT/img-unpack-unpack.json" \
     -n img-unpack --prepare "rm -rf $root/snapshots $root/tmp; sync" \
     "$BIN/img-unpack --root $root $ref > /dev/null" \
-    -n "img-unpack (no syncfs)" --prepare "rm -rf $root/snapshots $root/tmp; sync" \
-    "KIST_UNPACK_NOSYNC=1 $BIN/img-unpack --root $root $ref > /dev/null" \
+    -n "img-unpack --sync" --prepare "rm -rf $root/snapshots $root/tmp; sync" \
+    "$BIN/img-unpack --sync --root $root $ref > /dev/null" \
     -n "img-unpack --flatten" --prepare "rm -rf $work/flat; sync" \
     "$BIN/img-unpack --root $root --flatten $work/flat $ref > /dev/null" \
     -n "umoci unpack" --prepare "rm -rf $work/bundle; sync" \
@@ -189,7 +189,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 s() { awk -v a="$1" 'BEGIN { printf "%.3f s", a }'; }
 U=$OUT/img-unpack-unpack.json
 P=$OUT/img-unpack-pull.json
-ku=$(median "$U" img-unpack); kn=$(median "$U" "img-unpack (no syncfs)"); kf=$(median "$U" "img-unpack --flatten"); um=$(median "$U" "umoci unpack")
+ku=$(median "$U" img-unpack); kn=$(median "$U" "img-unpack --sync"); kf=$(median "$U" "img-unpack --flatten"); um=$(median "$U" "umoci unpack")
 kp=$(median "$P" "img-fetch --stream | img-unpack"); dp=$(median "$P" "docker pull")
 
 cat <<EOF
@@ -201,14 +201,16 @@ one warm-up each, every run from scratch (\`--prepare\` removes the previous out
 Outputs on $fsdesc. Priority boost for the measured commands (autogroup nice -15, kist and peers alike): $( [ "$PRIO" = 1 ] && echo on || echo off ).
 Load average (1, 5, 15 min) before and after: $load1 → $load2.
 
-\`img-unpack\` makes one snapshot per layer, both layers at once, and syncs each before renaming it into
-place (syncfs); "no syncfs" is the same without that flush (\`KIST_UNPACK_NOSYNC=1\`), as umoci and docker do
-not sync. \`--flatten\` writes one tree, as umoci's rootfs, layer after layer.
+\`img-unpack\` makes one snapshot per layer, both layers at once; each is published under an intent flushed
+before the layer starts, and a detached settler flushes the snapshots (syncfs) just after img-unpack exits
+(kist-state(5), "Unsettled writes"). \`--sync\` flushes each snapshot before renaming it into place.
+umoci and docker do not flush. \`--flatten\` writes one tree, as umoci's rootfs, layer after layer.
+The \`sync\` in every \`--prepare\` keeps one run's writeback (or settler) out of the next run.
 
 | command | median | img-unpack / umoci |
 |---|---|---|
 | \`img-unpack REF\` | $(s "$ku") | $(ratio "$ku" "$um") |
-| \`img-unpack REF\`, no syncfs | $(s "$kn") | $(ratio "$kn" "$um") |
+| \`img-unpack --sync REF\` | $(s "$kn") | $(ratio "$kn" "$um") |
 | \`img-unpack --flatten DIR REF\` | $(s "$kf") | $(ratio "$kf" "$um") |
 | \`umoci unpack --image LAYOUT:latest BUNDLE\` | $(s "$um") | 1 |
 

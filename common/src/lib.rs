@@ -29,6 +29,7 @@ pub mod reference;
 pub mod restart;
 pub mod root;
 pub mod security;
+pub mod settle;
 pub mod store;
 pub mod teardown;
 pub mod template;

@@ -112,6 +112,12 @@ impl StateRoot {
         self.path.join("tmp")
     }
 
+    /// Intents of writes published before the disk had them; see
+    /// [`crate::settle`].
+    pub fn unsettled_dir(&self) -> PathBuf {
+        self.path.join("unsettled")
+    }
+
     pub fn snapshots_dir(&self) -> PathBuf {
         self.path.join("snapshots")
     }

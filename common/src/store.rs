@@ -38,6 +38,8 @@ pub enum StoreError {
     Root(#[from] RootError),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    Settle(#[from] crate::settle::SettleError),
     #[error("{path}")]
     Io {
         path: PathBuf,
@@ -64,6 +66,7 @@ impl crate::HasExitCode for StoreError {
         match self {
             StoreError::Root(e) => e.exit_code(),
             StoreError::Fs(e) => e.exit_code(),
+            StoreError::Settle(e) => e.exit_code(),
             StoreError::Io { source, .. } => crate::exit::io_exit_code(source),
             StoreError::BadIndex { .. }
             | StoreError::DigestMismatch { .. }
@@ -128,9 +131,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store, creating the layout on first use.
+    /// Opens the store, creating the layout on first use, and settles what
+    /// an earlier boot left unflushed ([`crate::settle::recover`]) before
+    /// anything in it is trusted.
     pub fn open(root: &StateRoot) -> Result<Store, StoreError> {
         root.ensure()?;
+        crate::settle::recover(root)?;
         let store = Store { root: root.clone() };
         let layout = root.oci_layout_file();
         let index = root.index_file();
@@ -182,12 +188,22 @@ impl Store {
 
     /// Stores bytes whose digest is known in advance, verifying it.
     pub fn put_blob(&self, expected: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put_blob_under(expected, bytes, None)
+    }
+
+    /// [`Store::put_blob`], unflushed if `intent` names the blob.
+    pub fn put_blob_under(
+        &self,
+        expected: &Digest,
+        bytes: &[u8],
+        intent: Option<&crate::settle::Intent>,
+    ) -> Result<(), StoreError> {
         if self.has_blob(expected, Some(bytes.len() as u64)) {
             return Ok(());
         }
         let mut w = self.blob_writer_at(&self.partial_path(expected), false)?;
         w.write_all(bytes).map_err(io_err(&self.partial_path(expected)))?;
-        w.commit(expected, Some(bytes.len() as u64))
+        w.commit_under(expected, Some(bytes.len() as u64), intent)
     }
 
     /// Stores bytes and returns their digest.
@@ -226,7 +242,13 @@ impl Store {
             }
             file.seek(std::io::SeekFrom::End(0)).map_err(io_err(path))?;
         }
-        Ok(BlobWriter { file, path: path.to_path_buf(), hasher, blobs: self.root.blobs_dir() })
+        Ok(BlobWriter {
+            file,
+            path: path.to_path_buf(),
+            hasher,
+            blobs: self.root.blobs_dir(),
+            writeback: true,
+        })
     }
 
     /// Reads `index.json`.
@@ -265,6 +287,8 @@ pub struct BlobWriter {
     path: PathBuf,
     hasher: Hasher,
     blobs: PathBuf,
+    /// Start writeback as the blob grows, for a commit that flushes.
+    writeback: bool,
 }
 
 impl BlobWriter {
@@ -285,9 +309,28 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// For a blob that an intent will cover: no early writeback, which
+    /// would only compete with the download for the disk.
+    pub fn without_writeback(mut self) -> BlobWriter {
+        self.writeback = false;
+        self
+    }
+
     /// Verifies digest and size, then moves the blob into `blobs/`. On a
     /// mismatch the temporary file is removed and nothing enters the store.
-    pub fn commit(mut self, expected: &Digest, size: Option<u64>) -> Result<(), StoreError> {
+    pub fn commit(self, expected: &Digest, size: Option<u64>) -> Result<(), StoreError> {
+        self.commit_under(expected, size, None)
+    }
+
+    /// [`BlobWriter::commit`], without the flush if `intent` names the blob:
+    /// the intent's settler flushes it later (see [`crate::settle`]).
+    pub fn commit_under(
+        mut self,
+        expected: &Digest,
+        size: Option<u64>,
+        intent: Option<&crate::settle::Intent>,
+    ) -> Result<(), StoreError> {
+        let durable_now = !intent.is_some_and(|i| i.covers_blob(expected));
         self.file.flush().map_err(io_err(&self.path))?;
         let len = self.hasher.len();
         let actual = std::mem::take(&mut self.hasher).finish();
@@ -301,10 +344,14 @@ impl BlobWriter {
             let _ = std::fs::remove_file(&self.path);
             return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
-        self.file.sync_all().map_err(io_err(&self.path))?;
+        if durable_now {
+            self.file.sync_all().map_err(io_err(&self.path))?;
+        }
         let dest = self.blobs.join(expected.hex());
         std::fs::rename(&self.path, &dest).map_err(io_err(&dest))?;
-        fsutil::fsync_parent(&dest).map_err(io_err(&dest))?;
+        if durable_now {
+            fsutil::fsync_parent(&dest).map_err(io_err(&dest))?;
+        }
         Ok(())
     }
 
@@ -321,7 +368,7 @@ impl Write for BlobWriter {
         self.hasher.update(&buf[..n]);
         // Start writeback at every 8 MiB, so that a large blob's disk time
         // overlaps its download and the fsync in commit finds little left.
-        if before >> 23 != self.hasher.len() >> 23 {
+        if self.writeback && before >> 23 != self.hasher.len() >> 23 {
             use std::os::fd::AsRawFd;
             // SAFETY: sync_file_range on a descriptor we own; it only starts
             // writeback of pages already written, and a failure is harmless

@@ -3,7 +3,9 @@
 //! in parallel, each under a per-blob lock so that concurrent pulls
 //! download a blob once; store manifests last and point the tag at the
 //! image. Every blob is verified on its way in (store::BlobWriter::commit)
-//! and `index.json` changes only after everything is in place.
+//! and `index.json` changes only after everything is in place. The blobs
+//! a pull writes are flushed by a settler after it, under an intent made
+//! durable before the first of them (kist_common::settle), unless `--sync`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,7 +13,8 @@ use std::sync::Mutex;
 
 use kist_common::fsutil::Lock;
 use kist_common::record::{self, Descriptor, ImageRecord, LayerRecord, Platform, Record};
-use kist_common::store::{IndexEntry, Store};
+use kist_common::settle::Intent;
+use kist_common::store::{IndexEntry, Store, StoreError};
 use kist_common::{Digest, Reference};
 
 use crate::image::{self, Document, ImageError, Manifest, CONFIG_MAX};
@@ -77,6 +80,13 @@ pub struct Puller<'a> {
     /// `--platform` was given: warn when a single-platform image does not match it.
     pub explicit_platform: bool,
     pub quiet: bool,
+    /// `--sync`: every blob is flushed before it enters `blobs/`, and the
+    /// pull ends only when its blobs are on disk. Otherwise an intent
+    /// covers them and a settler flushes them after the pull (see
+    /// `kist_common::settle`).
+    pub sync: bool,
+    /// Intents of the pulls so far, for the caller to hand to a settler.
+    pub intents: Mutex<Vec<Intent>>,
 }
 
 struct Resolved {
@@ -143,7 +153,7 @@ impl Puller<'_> {
     }
 
     /// Makes sure one blob is in the store. Returns true if it was there.
-    fn blob(&self, src: &dyn Source, desc: &Descriptor) -> Result<bool, FetchError> {
+    fn blob(&self, src: &dyn Source, desc: &Descriptor, intent: Option<&Intent>) -> Result<bool, FetchError> {
         if self.store.has_blob(&desc.digest, Some(desc.size)) {
             self.progress.finish(&desc.digest, desc.size, true);
             return Ok(true);
@@ -159,12 +169,15 @@ impl Puller<'_> {
         let resume =
             std::fs::metadata(&partial).map(|m| m.len() > 0 && m.len() <= desc.size).unwrap_or(false);
         let mut w = self.store.blob_writer_at(&partial, resume)?;
+        if intent.is_some_and(|i| i.covers_blob(&desc.digest)) {
+            w = w.without_writeback();
+        }
         self.progress.start(&desc.digest, desc.size);
         let d = desc.digest.clone();
         let result = src.fetch_blob(desc, &mut w, &|cur, _| self.progress.update(&d, cur));
         match result {
             Ok(()) => {
-                w.commit(&desc.digest, Some(desc.size))?;
+                w.commit_under(&desc.digest, Some(desc.size), intent)?;
                 self.progress.finish(&desc.digest, desc.size, false);
                 Ok(false)
             }
@@ -180,12 +193,12 @@ impl Puller<'_> {
 
     /// Stores a manifest under its blob lock: put_blob writes through a
     /// temporary name derived from the digest, which two processes must not share.
-    fn put_small(&self, digest: &Digest, bytes: &[u8]) -> Result<(), FetchError> {
+    fn put_small(&self, digest: &Digest, bytes: &[u8], intent: Option<&Intent>) -> Result<(), FetchError> {
         if self.store.has_blob(digest, Some(bytes.len() as u64)) {
             return Ok(());
         }
         let _lock = Lock::exclusive(&self.store.root().blob_lock(digest))?;
-        self.store.put_blob(digest, bytes)?;
+        self.store.put_blob_under(digest, bytes, intent)?;
         Ok(())
     }
 
@@ -205,7 +218,49 @@ impl Puller<'_> {
                 actual: m.config.size,
             });
         }
-        self.blob(src, &m.config)?;
+        let intent = self.intent_for(&r)?;
+        let result = self.pull_resolved(src, &r, name, intent.as_ref());
+        if let Some(i) = intent {
+            self.intents.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+        }
+        result
+    }
+
+    /// The intent covering every blob of `r` that the store lacks, made
+    /// durable before the first of them is written; none when all are
+    /// present (a second pull flushes nothing) or with `--sync`.
+    fn intent_for(&self, r: &Resolved) -> Result<Option<Intent>, FetchError> {
+        if self.sync {
+            return Ok(None);
+        }
+        let m = &r.manifest;
+        let mut wanted: Vec<(Digest, u64)> = Vec::new();
+        if let Some((d, bytes)) = &r.index {
+            wanted.push((d.clone(), bytes.len() as u64));
+        }
+        wanted.push((r.manifest_digest.clone(), r.manifest_bytes.len() as u64));
+        wanted.push((m.config.digest.clone(), m.config.size));
+        wanted.extend(m.layers.iter().map(|l| (l.digest.clone(), l.size)));
+        let missing: Vec<Digest> = wanted
+            .into_iter()
+            .filter(|(d, size)| !self.store.has_blob(d, Some(*size)))
+            .map(|(d, _)| d)
+            .collect();
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Intent::begin(self.store.root(), &missing, &[]).map_err(StoreError::from)?))
+    }
+
+    fn pull_resolved(
+        &self,
+        src: &dyn Source,
+        r: &Resolved,
+        name: Option<&Reference>,
+        intent: Option<&Intent>,
+    ) -> Result<ImageRecord, FetchError> {
+        let m = &r.manifest;
+        self.blob(src, &m.config, intent)?;
         let config_bytes = self.store.read_blob(&m.config.digest)?;
         let cfg = image::parse_config(&config_bytes, m.layers.len(), &format!("config {}", m.config.digest))?;
         if self.explicit_platform
@@ -251,7 +306,7 @@ impl Puller<'_> {
                     if i >= m.layers.len() {
                         return;
                     }
-                    let result = self.blob(src, &m.layers[i]).and_then(|_| {
+                    let result = self.blob(src, &m.layers[i], intent).and_then(|_| {
                         if self.stream {
                             record::emit(&layer_record(i)).map_err(FetchError::Stdout)?;
                         }
@@ -270,9 +325,9 @@ impl Puller<'_> {
             return Err(e);
         }
 
-        self.put_small(&r.manifest_digest, &r.manifest_bytes)?;
+        self.put_small(&r.manifest_digest, &r.manifest_bytes, intent)?;
         if let Some((d, bytes)) = &r.index {
-            self.put_small(d, bytes)?;
+            self.put_small(d, bytes, intent)?;
         }
         let platform = Platform {
             os: cfg.platform.os.clone(),

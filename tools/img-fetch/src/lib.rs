@@ -123,6 +123,8 @@ pub fn command() -> Command {
                 .default_value("4")
                 .help("Retries, with backoff, after a 5xx answer or a broken connection"),
         )
+        .arg(kist_common::settle::sync_arg())
+        .arg(kist_common::settle::settle_arg())
         .arg(
             Arg::new("name")
                 .long("name")
@@ -165,6 +167,8 @@ unsupported media type (schema 1, non-image artifacts, unknown layer types).\n\
     files: "$KIST_ROOT/{oci-layout,index.json,blobs/sha256/}\n    The image store, an OCI image layout.\n\
 $KIST_ROOT/tmp/<hex>.partial\n    An interrupted download, resumed with a Range request by the next pull.\n\
 $KIST_ROOT/locks/blob-<hex>.lock\n    Per-blob locks: concurrent pulls download each blob once.\n\
+$KIST_ROOT/unsettled/<boot-id>.<pid>.<n>.json\n    The intent naming the blobs a pull writes without waiting for the disk; a settler \
+(img-fetch --settle, detached) deletes it once they are flushed. See UNSETTLED WRITES in kist-state(5).\n\
 $KIST_REGISTRIES_CONFIG, default /etc/kist/registries.json\n    {\"insecure\": [\"host:port\", \"host\", \"10.0.0.0/8\"]}: registries reached over plain HTTP.\n\
 $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, \
 $DOCKER_CONFIG/config.json (~/.docker/config.json)\n    Credentials, looked up in that order \
@@ -259,7 +263,17 @@ fn registry_top(reference: &Reference, src: &LazyRegistry) -> Result<Top, Error>
     })
 }
 
+/// Where an image comes from, parsed from REF.
+enum Parsed {
+    Registry(Reference),
+    Layout(PathBuf, Option<String>),
+    Archive(PathBuf, Option<String>),
+}
+
 pub fn run(m: &ArgMatches) -> Result<(), Error> {
+    if let Some(paths) = kist_common::settle::settle_request(m) {
+        return Ok(kist_common::settle::settle_paths(&paths).map_err(kist_common::store::StoreError::from)?);
+    }
     let source = m.get_one::<String>("source").map(String::as_str).unwrap_or_default();
     let quiet = m.get_flag("quiet");
     let progress = progress::Progress::new(progress::Mode::choose(
@@ -275,11 +289,6 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
     let name_flag = m.get_one::<String>("name");
 
     // Parse the whole command line before touching the store.
-    enum Parsed {
-        Registry(Reference),
-        Layout(PathBuf, Option<String>),
-        Archive(PathBuf, Option<String>),
-    }
     let parsed = if let Some(rest) = source.strip_prefix("oci:") {
         let (dir, tag) = match rest.split_once(':') {
             Some((d, t)) => (d, Some(t.to_string())),
@@ -350,11 +359,27 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
         jobs,
         explicit_platform: m.get_one::<String>("platform").is_some(),
         quiet,
+        sync: m.get_flag("sync"),
+        intents: std::sync::Mutex::new(Vec::new()),
     };
 
+    let record = pull(&puller, parsed, registry.as_ref(), early_top, name_flag);
+    // Whatever was written, also by a pull that failed half-way, is flushed.
+    let intents = std::mem::take(&mut *puller.intents.lock().unwrap_or_else(|p| p.into_inner()));
+    kist_common::settle::hand_off("img-fetch", intents).map_err(kist_common::store::StoreError::from)?;
+    emit(&Record::Image(record?))
+}
+
+fn pull(
+    puller: &Puller,
+    parsed: Parsed,
+    registry: Option<&LazyRegistry>,
+    early_top: Option<Result<Top, Error>>,
+    name_flag: Option<&String>,
+) -> Result<kist_common::record::ImageRecord, Error> {
     let record = match parsed {
         Parsed::Registry(reference) => {
-            let (Some(src), Some(top)) = (registry.as_ref(), early_top) else {
+            let (Some(src), Some(top)) = (registry, early_top) else {
                 return Err(Error::Usage("internal: registry source not prepared".into()));
             };
             let name = if reference.tag().is_some() { reference.without_digest() } else { reference.clone() };
@@ -389,5 +414,5 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
             puller.pull(&archive, top, Some(&name))?
         }
     };
-    emit(&Record::Image(record))
+    Ok(record)
 }

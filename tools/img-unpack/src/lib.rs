@@ -43,6 +43,8 @@ pub enum Error {
     Layer(#[from] LayerError),
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
+    #[error(transparent)]
+    Settle(#[from] kist_common::settle::SettleError),
     #[error("input line {line}: {message}")]
     Input { line: usize, message: String },
     #[error("cannot read standard input")]
@@ -77,6 +79,7 @@ impl HasExitCode for Error {
             Error::Snapshot(e) => e.exit_code(),
             Error::Layer(e) => e.exit_code(),
             Error::Bundle(e) => e.exit_code(),
+            Error::Settle(e) => e.exit_code(),
             Error::Input { .. } | Error::Usage(_) => ExitCode::Usage,
             Error::Stdin(_) | Error::Stdout(_) => ExitCode::Io,
             Error::LayerCount { .. } => ExitCode::Integrity,
@@ -143,6 +146,8 @@ pub fn command() -> Command {
                 .value_parser(clap::value_parser!(usize))
                 .help("Layers unpacked at the same time (default: the number of CPUs)"),
         )
+        .arg(kist_common::settle::sync_arg())
+        .arg(kist_common::settle::settle_arg())
         .arg(
             Arg::new("image")
                 .value_name("IMAGE")
@@ -172,6 +177,7 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
     files: "$KIST_ROOT/snapshots/<chain-id>/\n    One unpacked layer; overlay whiteouts are 0/0 character devices and trusted.overlay.opaque=y directories.\n\
             $KIST_ROOT/snapshots/<chain-id>.json\n    What the snapshot holds: diffId, parent, layer digest, mediaType, size (of the tar stream), diskSize (as docker images counts it: files' and symlinks' apparent sizes, hard links once, directories nothing), created.\n\
             $KIST_ROOT/tmp/unpack-*\n    Layers being unpacked; renamed into snapshots/ once verified.\n\
+            $KIST_ROOT/unsettled/<boot-id>.<pid>.<n>.json\n    The intent naming a snapshot published before the disk has it; a settler (img-unpack --settle, detached) deletes it once flushed. See UNSETTLED WRITES in kist-state(5).\n\
             $KIST_ROOT/locks/snapshots.lock\n    Held shared while unpacking, exclusively by img-rm's collection.",
     examples: "img-fetch busybox | img-unpack\n\
                img-fetch --stream 127.0.0.1:5000/app:1 | img-unpack\n\
@@ -244,6 +250,9 @@ fn snapshot_record(root: &StateRoot, job: &ImageJob, dirs: Vec<PathBuf>) -> Reco
 }
 
 pub fn run(matches: &ArgMatches) -> Result<(), Error> {
+    if let Some(paths) = kist_common::settle::settle_request(matches) {
+        return kist_common::settle::settle_paths(&paths).map_err(Error::Settle);
+    }
     let root = StateRoot::resolve(matches.get_one::<PathBuf>("root").map(PathBuf::as_path))?;
     let store = Store::open(&root)?;
     let words: Vec<String> =
@@ -280,9 +289,9 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
         return flatten(&root, &image, &dir, bundle);
     }
 
-    let snaps = Snapshots::new(&root, jobs);
+    let snaps = Snapshots::new(&root, jobs, matches.get_flag("sync"));
     let mut failures: Vec<Error> = Vec::new();
-    std::thread::scope(|scope| -> Result<(), Error> {
+    let unpacked = std::thread::scope(|scope| -> Result<(), Error> {
         let mut handles = Vec::new();
         let mut spawn = |job: LayerJob| {
             if snaps.claim(&job.chain_id) {
@@ -356,7 +365,10 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
             failures.push(e);
         }
         Ok(())
-    })?;
+    });
+    // Whatever was published, also by a run that failed half-way, is flushed.
+    kist_common::settle::hand_off("img-unpack", snaps.take_intents())?;
+    unpacked?;
     match failures.len() {
         0 => Ok(()),
         1 => Err(failures.remove(0)),

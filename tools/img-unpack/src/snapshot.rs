@@ -7,6 +7,11 @@
 //! layer whose hard links point into a lower layer gives up its turn,
 //! waits for the layers below, and copies the files up.
 //!
+//! Unless `--sync`, a layer's snapshot is published without waiting for
+//! the disk: an intent naming it is made durable first, and a settler
+//! flushes it after the run (kist_common::settle); otherwise each snapshot
+//! is flushed (syncfs) before it is renamed into place.
+//!
 //! Next to each snapshot, `snapshots/<chain-id>.json` records what it is
 //! (diff_id, parent chain ID, layer digest, tar and disk sizes, creation time), for
 //! img-rm's garbage collection and for people; see kist-state(5).
@@ -16,6 +21,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
+use kist_common::settle::Intent;
 use kist_common::{Digest, StateRoot};
 use serde::Serialize;
 
@@ -39,6 +45,12 @@ pub enum SnapshotError {
     Lower { chain_id: Digest, missing: Digest },
     #[error("snapshot {0} failed in another worker")]
     Failed(Digest),
+    #[error("snapshot {chain_id}")]
+    Settle {
+        chain_id: Digest,
+        #[source]
+        source: kist_common::settle::SettleError,
+    },
 }
 
 impl kist_common::HasExitCode for SnapshotError {
@@ -47,6 +59,7 @@ impl kist_common::HasExitCode for SnapshotError {
             SnapshotError::Layer(e) => e.exit_code(),
             SnapshotError::Io { source, .. } => kist_common::exit::io_exit_code(source),
             SnapshotError::Lower { .. } | SnapshotError::Failed(_) => kist_common::ExitCode::Failure,
+            SnapshotError::Settle { source, .. } => kist_common::HasExitCode::exit_code(source),
         }
     }
 }
@@ -89,6 +102,10 @@ struct SnapshotMeta<'a> {
 /// Coordinates the workers of one img-unpack run.
 pub struct Snapshots {
     root: StateRoot,
+    /// Flush each snapshot before it appears (`--sync`), rather than
+    /// publish it under an intent.
+    sync: bool,
+    intents: Mutex<Vec<Intent>>,
     slots: Mutex<(HashMap<Digest, Slot>, bool)>,
     changed: Condvar,
     permits: Mutex<usize>,
@@ -127,9 +144,11 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
 }
 
 impl Snapshots {
-    pub fn new(root: &StateRoot, jobs: usize) -> Snapshots {
+    pub fn new(root: &StateRoot, jobs: usize, sync: bool) -> Snapshots {
         Snapshots {
             root: root.clone(),
+            sync,
+            intents: Mutex::new(Vec::new()),
             slots: Mutex::new((HashMap::new(), false)),
             changed: Condvar::new(),
             permits: Mutex::new(jobs.max(1)),
@@ -205,6 +224,11 @@ impl Snapshots {
         }
     }
 
+    /// The intents of the snapshots made so far, for a settler.
+    pub fn take_intents(&self) -> Vec<Intent> {
+        std::mem::take(&mut *self.intents.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Unpacks a claimed layer into its snapshot.
     pub fn run(&self, job: &LayerJob) -> Result<(), SnapshotError> {
         let result = self.unpack(job);
@@ -232,7 +256,12 @@ impl Snapshots {
         let mut guard = TmpDir(Some(tmp.clone()));
         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(io("chmod", &tmp))?;
-        let (mut ex, size) = layer::unpack(&job.source, &tmp, Whiteouts::Overlay, sync_wanted())?;
+        if !self.sync {
+            let intent = Intent::begin(&self.root, &[], std::slice::from_ref(chain))
+                .map_err(|e| SnapshotError::Settle { chain_id: chain.clone(), source: e })?;
+            self.intents.lock().unwrap_or_else(|e| e.into_inner()).push(intent);
+        }
+        let (mut ex, size) = layer::unpack(&job.source, &tmp, Whiteouts::Overlay, self.sync)?;
         let ext_err = |source| LayerError::Extract { digest: job.source.digest.clone(), source };
         if !ex.pending().is_empty() {
             // Hard links into lower layers: let others run while the layers
@@ -254,7 +283,7 @@ impl Snapshots {
         // the flush waits for the disk.
         let (disk_size, synced) = std::thread::scope(|s| {
             let walk = s.spawn(|| disk_size(&tmp));
-            let synced = sync_tree(&tmp);
+            let synced = if self.sync { sync_tree(&tmp) } else { Ok(()) };
             let measured = walk.join().unwrap_or_else(|_| Err(std::io::Error::other("size walk failed")));
             (measured, synced)
         });
@@ -285,11 +314,13 @@ impl Snapshots {
                 .unwrap_or(0),
         };
         let meta_path = self.root.snapshots_dir().join(format!("{}.json", chain.hex()));
-        kist_common::fsutil::atomic_write_json(&meta_path, &meta).map_err(|e| SnapshotError::Io {
-            chain_id: chain.clone(),
-            op: "write",
-            path: meta_path.clone(),
-            source: std::io::Error::other(e),
+        kist_common::fsutil::atomic_write_json_durable(&meta_path, &meta, self.sync).map_err(|e| {
+            SnapshotError::Io {
+                chain_id: chain.clone(),
+                op: "write",
+                path: meta_path.clone(),
+                source: std::io::Error::other(e),
+            }
         })?;
         drop(permit);
         Ok(())
@@ -326,23 +357,14 @@ pub fn disk_size(dir: &Path) -> std::io::Result<u64> {
 }
 
 /// Flushes a finished snapshot to disk before it becomes visible, so that
-/// a crash cannot leave a snapshot directory with holes in it.
+/// a crash cannot leave a snapshot directory with holes in it (`--sync`).
 fn sync_tree(path: &Path) -> std::io::Result<()> {
-    if !sync_wanted() {
-        return Ok(());
-    }
     let f = std::fs::File::open(path)?;
     // SAFETY: syncfs on a descriptor we own.
     if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// False only for benchmarks that measure the cost of the flush
-/// (`KIST_UNPACK_NOSYNC`): snapshots are flushed before they appear.
-fn sync_wanted() -> bool {
-    std::env::var_os("KIST_UNPACK_NOSYNC").is_none()
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {

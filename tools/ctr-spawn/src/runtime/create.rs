@@ -138,6 +138,9 @@ fn prepare_as(opts: &Options, id: String) -> Result<Prepared, Error> {
     if snap.snapshots.is_empty() {
         return Err(Error::Image("the snapshot record names no snapshots".into()));
     }
+    // A record read from stdin may be older than the last boot: snapshots
+    // the machine went down before flushing are discarded first.
+    kist_common::settle::recover(&root).map_err(kist_common::store::StoreError::from)?;
     if let Some(missing) = snap.snapshots.iter().find(|p| !p.is_dir()) {
         return Err(Error::Image(format!(
             "snapshot {} is missing: run img-unpack for image {} first",
@@ -287,12 +290,21 @@ fn prepare_as(opts: &Options, id: String) -> Result<Prepared, Error> {
 /// Rebuilds the plan of an existing container from its config.json,
 /// spawn.json and state (for `--start`, `--restore`).
 pub fn load_plan(root: &StateRoot, state: &ContainerState) -> Result<(Plan, Launch), Error> {
+    kist_common::settle::recover(root).map_err(kist_common::store::StoreError::from)?;
     let paths = ContainerPaths::new(root, &state.id);
     let spec = oci_spec::runtime::Spec::load(paths.config())
         .map_err(|e| Error::Sys(format!("{}: {e}", paths.config().display())))?;
     let text = std::fs::read(launch_path(&paths)).map_err(Error::io("cannot read", launch_path(&paths)))?;
     let mut launch: Launch = serde_json::from_slice(&text)
         .map_err(|e| Error::Sys(format!("{}: {e}", launch_path(&paths).display())))?;
+    if let Some(missing) = launch.lowerdirs.iter().find(|p| !p.is_dir()) {
+        return Err(Error::Image(format!(
+            "snapshot {} of container {} is missing (one that the machine went down before \
+             flushing is discarded at the next boot): unpack the image again with img-unpack",
+            missing.display(),
+            state.id
+        )));
+    }
     if state.started_at.is_some() {
         // Volumes are filled from the image on their first use only.
         for v in &mut launch.volumes {
