@@ -159,8 +159,9 @@ Commands:
     img-fetch --quiet --root ROOT 127.0.0.1:PORT/bench/bookworm@sha256:…
 
 By default img-fetch publishes the blobs under a flushed intent and a detached settler flushes them
-just after it exits (see kist-state(5), "Unsettled writes"); skopeo does not flush at all. \`--sync\`
-flushes every blob before it enters the store.
+just after it exits (see kist-state(5), UNSETTLED WRITES): after a crash in that window the next kist
+tool finds the intent and re-checks the blobs. skopeo flushes each blob before it exits (strace:
+fsync and fdatasync), as \`img-fetch --sync\` does, so the \`--sync\` row is the like-for-like one.
 
 Goal: first pull at most half of skopeo's time (ratio ≤ 0.50); second pull under 20 ms.
 Raw data: $OUT/img-fetch-{first,second,pinned}.json.

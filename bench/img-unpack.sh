@@ -203,7 +203,7 @@ Load average (1, 5, 15 min) before and after: $load1 → $load2.
 
 \`img-unpack\` makes one snapshot per layer, both layers at once; each is published under an intent flushed
 before the layer starts, and a detached settler flushes the snapshots (syncfs) just after img-unpack exits
-(kist-state(5), "Unsettled writes"). \`--sync\` flushes each snapshot before renaming it into place.
+(kist-state(5), UNSETTLED WRITES). \`--sync\` flushes each snapshot before renaming it into place.
 umoci and docker do not flush. \`--flatten\` writes one tree, as umoci's rootfs, layer after layer.
 The \`sync\` in every \`--prepare\` keeps one run's writeback (or settler) out of the next run.
 
