@@ -11,8 +11,12 @@
 //!   unless one was recorded (what Docker shows after a reboot), note
 //!   "stale: ...".
 //! - `running`/`paused` whose init pid is gone, or whose pid now belongs to
-//!   a process started after the container (pid reuse): `exited`, exit code
-//!   255 unless recorded, note "exit not recorded: ...".
+//!   a process started after the container (pid reuse), and whose owner is
+//!   gone too: `exited`, exit code 255 unless recorded, note "exit not
+//!   recorded: ...". While the owner lives, the exit is one it has yet to
+//!   record (it is the init's parent and records every exit it reaps, a
+//!   moment later): the recorded state stands, as `docker ps` shows a
+//!   container "Up" until containerd reports its exit.
 //! - `running`/`paused`/`restarting` whose init is alive but whose owner
 //!   (attached ctr-spawn or monitor) is gone: `dead` (Docker's word for a
 //!   container that can only be removed), note "unsupervised: ...";
@@ -278,7 +282,7 @@ pub fn observe(state: &ContainerState, host: &Host) -> Observed {
     let owner_alive = host.is_alive(state.owner_pid, limit);
     let recorded = Observed { process_alive, owner_alive, ..recorded };
     match state.status {
-        Status::Running | Status::Paused if !process_alive => Observed {
+        Status::Running | Status::Paused if !process_alive && !owner_alive => Observed {
             status: Status::Exited,
             exit_code: Some(state.exit_code.unwrap_or(255)),
             note: Some(match state.pid {
@@ -347,20 +351,6 @@ pub fn record(state: &ContainerState, host: &Host) -> ContainerRecord {
     record_seen(state, &observe(state, host), host)
 }
 
-/// The record `ctr-spawn -d` prints once its monitor reported the start: as
-/// [`record`], except that an init already gone while its owner still
-/// lives is an exit the owner has yet to record (a command as short as
-/// `true` ends before the record is read), so the recorded state stands
-/// rather than "exit not recorded".
-pub fn record_at_start(state: &ContainerState, host: &Host) -> ContainerRecord {
-    let seen = observe(state, host);
-    if state.status == Status::Running && !seen.process_alive && seen.owner_alive {
-        let recorded = Observed { status: state.status, exit_code: state.exit_code, note: None, ..seen };
-        return record_seen(state, &recorded, host);
-    }
-    record_seen(state, &seen, host)
-}
-
 fn record_seen(state: &ContainerState, seen: &Observed, host: &Host) -> ContainerRecord {
     let mut rec = state.record();
     rec.status = status_words(state, seen, host.now);
@@ -424,23 +414,22 @@ mod tests {
     fn an_exit_the_living_owner_has_yet_to_record_is_not_reported_lost() {
         let state = exited_under_living_owner();
         let host = Host::probe();
-        let at_start = record_at_start(&state, &host);
-        assert_eq!(at_start.state, Status::Running);
-        assert_eq!(at_start.exit_code, None);
-        assert_eq!(at_start.note, None);
-        // Any other reader still tells what it sees.
-        let seen = record(&state, &host);
-        assert_eq!(seen.state, Status::Exited);
-        assert_eq!(seen.exit_code, Some(255));
-        assert!(seen.note.unwrap().contains("exit not recorded"));
+        let seen = observe(&state, &host);
+        assert_eq!((seen.status, seen.process_alive, seen.owner_alive), (Status::Running, false, true));
+        let rec = record(&state, &host);
+        assert_eq!(rec.state, Status::Running);
+        assert_eq!(rec.exit_code, None);
+        assert_eq!(rec.note, None);
+        assert!(rec.status.starts_with("Up"), "{}", rec.status);
     }
 
     #[test]
-    fn without_a_living_owner_the_start_record_tells_the_lost_exit() {
+    fn without_a_living_owner_the_exit_is_reported_lost() {
         let mut state = exited_under_living_owner();
         state.owner_pid = state.pid;
-        let rec = record_at_start(&state, &Host::probe());
+        let rec = record(&state, &Host::probe());
         assert_eq!(rec.state, Status::Exited);
         assert_eq!(rec.exit_code, Some(255));
+        assert!(rec.note.unwrap().contains("exit not recorded"));
     }
 }

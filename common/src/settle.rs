@@ -509,7 +509,8 @@ mod tests {
         let (_t, root) = root();
         let b = Digest::of(b"blob");
         let s = Digest::of(b"snap");
-        let i = Intent::begin_as(&root, "boot-a", std::slice::from_ref(&b), std::slice::from_ref(&s)).unwrap();
+        let i =
+            Intent::begin_as(&root, "boot-a", std::slice::from_ref(&b), std::slice::from_ref(&s)).unwrap();
         assert!(i.covers_blob(&b) && !i.covers_blob(&s));
         assert!(i.covers_snapshot(&s) && !i.covers_snapshot(&b));
         let names = intents(&root);

@@ -436,6 +436,69 @@ fn logs_follow_shows_both_runs_in_order() {
 }
 
 #[test]
+fn a_start_waits_for_the_exit_the_owner_is_recording() {
+    // The moment between a container's end and its owner's record of it:
+    // the process is gone, its owner alive. The container reads as running
+    // (as `docker ps` shows it "Up" until the exit is reported), and a start
+    // then waits for the record instead of taking it for a running one.
+    let env = Env::new();
+    let out =
+        env.spawn_output(&["--create", "--name", "again", "--", "sh", "-c", "echo ran; exec sleep 1000"]);
+    out.assert_ok();
+    let id = id_of(&out.records()[0]);
+    struct Owner(std::process::Child);
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let owner = Owner(Command::new("sleep").arg("30").spawn().unwrap());
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id() as i32;
+    gone.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let path = env.root.path().join("containers").join(&id).join("state.json");
+    let write = |s: &ContainerState| {
+        let tmp = path.with_extension("test-tmp");
+        std::fs::write(&tmp, serde_json::to_vec(s).unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    let mut s = env.state(&id).unwrap();
+    s.status = Status::Running;
+    s.started_at = Some(kist_common::container::now_rfc3339());
+    s.pid = Some(gone_pid);
+    s.owner_pid = Some(owner.0.id() as i32);
+    write(&s);
+    let listed = env.list(&["-a"]);
+    assert_eq!(listed[0]["state"], "running", "{}", listed[0]);
+    assert!(listed[0]["note"].is_null(), "{}", listed[0]);
+
+    let recorder = std::thread::scope(|scope| {
+        let h = scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut s = env.state(&id).unwrap();
+            s.status = Status::Exited;
+            s.exit_code = Some(0);
+            s.pid = None;
+            s.owner_pid = None;
+            s.finished_at = Some(kist_common::container::now_rfc3339());
+            write(&s);
+            drop(owner);
+        });
+        let out = run(env.cmd("ctr-spawn").args(["--start", "again"]));
+        h.join().unwrap();
+        out
+    });
+    recorder.assert_ok();
+    assert_eq!(recorder.records()[0]["state"], "running");
+    let dir = env.root.path().join("containers").join(&id);
+    assert!(wait_until(Duration::from_secs(5), || log_texts(&dir) == vec!["ran\n"]), "{:?}", log_texts(&dir));
+    let s = env.state(&id).unwrap();
+    assert!(s.pid.is_some_and(|p| p != gone_pid));
+}
+
+#[test]
 fn create_then_start() {
     let env = Env::new();
     let out =

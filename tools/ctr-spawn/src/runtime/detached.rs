@@ -21,29 +21,37 @@ fn print(root: &StateRoot, id: &str) -> Result<(), Error> {
 /// Prints the container's record. `created`: the state it was created
 /// with, for a `--rm` container that its monitor, once told it started,
 /// has seen end and removed before the record is read (`-- true`): it is
-/// reported as started, which is what is known of it.
+/// reported as started, which is what is known of it. (One whose monitor
+/// has yet to record its exit is reported running by `lifecycle::record`.)
 fn print_started(root: &StateRoot, id: &str, created: Option<&ContainerState>) -> Result<(), Error> {
-    // A record that still tells of a lost exit right after the monitor
-    // reported the start is the monitor finishing (recording the exit,
-    // removing a --rm container): it is read again for a moment first.
-    let mut tries = 10;
-    let rec = loop {
-        let rec = match (lifecycle::load(root, id), created) {
-            (Ok(state), _) => lifecycle::record_at_start(&state, &lifecycle::Host::probe()),
-            (Err(container::ContainerError::NotFound(_)), Some(created)) => {
-                let mut state = created.clone();
-                state.status = Status::Running;
-                break state.record();
-            }
-            (Err(e), _) => return Err(e.into()),
-        };
-        tries -= 1;
-        if rec.note.is_none() || created.is_none() || tries == 0 {
-            break rec;
+    let rec = match (lifecycle::load(root, id), created) {
+        (Ok(state), _) => lifecycle::record(&state, &lifecycle::Host::probe()),
+        (Err(container::ContainerError::NotFound(_)), Some(created)) => {
+            let mut state = created.clone();
+            state.status = Status::Running;
+            state.record()
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        (Err(e), _) => return Err(e.into()),
     };
     emit(&Record::Container(rec)).map_err(|e| Error::Sys(format!("stdout: {e}")))
+}
+
+/// A container whose process has just ended still reads as running until
+/// its owner records the exit; a start in that moment waits for the record
+/// (bounded) rather than take the container for a running one.
+fn wait_for_pending_exit(root: &StateRoot, id: &str) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let state = lifecycle::load(root, id)?;
+        let seen = lifecycle::observe(&state, &lifecycle::Host::probe());
+        let pending = matches!(seen.status, Status::Running | Status::Paused)
+            && !seen.process_alive
+            && seen.owner_alive;
+        if !pending || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// `ctr-spawn -d`: returns once the container runs, with its record printed.
@@ -68,6 +76,7 @@ pub fn create_only(opts: Options) -> Result<u8, Error> {
 /// `ctr-spawn --start NAME|ID [-a] [-i]`.
 pub fn start(root: &StateRoot, query: &str, attach: bool, interactive: bool) -> Result<u8, Error> {
     let id = lifecycle::resolve(root, query)?;
+    wait_for_pending_exit(root, &id)?;
     let host = lifecycle::Host::probe();
     let (state, ok) = lifecycle::update(root, &id, |s| {
         let seen = lifecycle::observe(s, &host);
