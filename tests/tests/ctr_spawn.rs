@@ -802,8 +802,8 @@ fn interactive_stdin_follows_the_record() {
 
 #[test]
 fn an_attached_run_is_logged_as_docker_logs_shows_it() {
-    // docker logs works on a container run attached (no -t): the output
-    // goes to the terminal and to the json-file log alike.
+    // docker logs works on a container run attached (with or without -t):
+    // the output goes to the terminal and to the json-file log alike.
     let root = TestRoot::new();
     let img = busybox(root.path());
     let out = spawn::spawn(
@@ -847,6 +847,19 @@ fn an_attached_run_is_logged_as_docker_logs_shows_it() {
         "{}",
         String::from_utf8_lossy(&done.stderr)
     );
+    // With -t the terminal's output is logged too, as stdout (a pty has one
+    // stream), with the pty's line endings, as docker logs shows it.
+    let out = spawn::spawn(
+        &root,
+        &img,
+        &["-t", "--name", "typist", "--", "sh", "-c", "echo tty-out; echo tty-err >&2"],
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout_str(), "tty-out\r\ntty-err\r\n");
+    let logs = kist_tests::run(root.cmd("ctr-logs").arg("typist"));
+    logs.assert_ok();
+    assert_eq!(logs.stdout_str(), "tty-out\r\ntty-err\r\n");
+    assert_eq!(logs.stderr_str(), "");
     // --rm keeps no log: the container is gone.
     let out = spawn::spawn(&root, &img, &["--rm", "--name", "gone", "--", "echo", "x"]);
     out.assert_ok();
@@ -854,7 +867,7 @@ fn an_attached_run_is_logged_as_docker_logs_shows_it() {
         .iter()
         .map(|c| std::fs::read_to_string(root.path().join("containers").join(c).join("state.json")).unwrap())
         .collect();
-    assert_eq!(names.len(), 2, "talker and the broken-pipe run stay, the --rm one is gone");
+    assert_eq!(names.len(), 3, "talker, typist and the broken-pipe run stay, the --rm one is gone");
     assert!(!names.iter().any(|s| s.contains("\"gone\"")));
     for c in containers(&root) {
         let _ = kist_tests::run(root.cmd("ctr-kill").args(["--rm", "-f", &c]));

@@ -156,9 +156,9 @@ pub const MAN: kist_common::man::ManExtra = kist_common::man::ManExtra {
            (id, name, image, command, created, state, pid, exitCode, oomKilled) when the container exits. \
            With -d, --create and --start (detached) ctr-spawn prints the `container` record on stdout \
            once the container runs (or is created). The monitor writes containers/<id>/log.jsonl, one \
-           {\"log\",\"stream\",\"time\"} object per line; so does an attached run without -t and \
-           without --rm, whose output also goes to ctr-spawn's stdout and stderr (so ctr-logs shows it, \
-           as docker logs does). The monitor also writes state.json (status running, restarting, \
+           {\"log\",\"stream\",\"time\"} object per line; so does an attached run without \
+           --rm, whose output also goes to ctr-spawn's stdout and stderr (so ctr-logs shows it, as docker \
+           logs does; with -t as stream stdout, the pty's one stream). The monitor also writes state.json (status running, restarting, \
            exited; restartCount, startedAt, finishedAt, exitCode, oomKilled).",
     exit_status: "The container's exit status, or 128+N when it was killed by signal N (137: SIGKILL, \
                   also after the OOM killer, which ctr-spawn reports on stderr).\n\

@@ -159,8 +159,9 @@ fn run_plan_releasing(
         }
     };
     let raw = if tty { Some(super::tty::RawMode::enter()) } else { None };
-    // Without a terminal the output is also logged (see super::tee);
-    // not for --rm, whose log would go with the container.
+    // The output is also logged: a terminal's by the relay (super::tty),
+    // pipes' by super::tee; not for --rm, whose log would go with the
+    // container.
     let diverted = match tty || plan.ephemeral {
         true => None,
         false => super::tee::Diverted::divert()
@@ -187,7 +188,9 @@ fn run_plan_releasing(
         write_record(record, &state)?;
         // Held until the init has exited, then released on a thread.
         *releasing = Releasing::hold(running.net.take());
-        let status = running.wait(interactive);
+        let tty_log =
+            (tty && !plan.ephemeral).then(|| kist_common::logfile::LogFile::new(plan.paths.log(), plan.log));
+        let status = running.wait(interactive, tty_log);
         releasing.go();
         status
     });

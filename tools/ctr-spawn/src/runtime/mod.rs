@@ -276,14 +276,15 @@ fn init_error(status: u8, message: String) -> Error {
 
 impl Running {
     /// Relays signals and the terminal until the init exits; returns its
-    /// status Docker-style (128+N when killed by signal N).
-    pub fn wait(self, interactive: bool) -> Result<i32, Error> {
+    /// status Docker-style (128+N when killed by signal N). `log`: where
+    /// the terminal's output is also logged.
+    pub fn wait(self, interactive: bool, log: Option<kist_common::logfile::LogFile>) -> Result<i32, Error> {
         let sfd = nix::sys::signalfd::SignalFd::with_flags(
             &relayed_signals(),
             nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
         )
         .map_err(Error::sys("signalfd"))?;
-        let mut relay = self.terminal.as_ref().map(|m| tty::Relay::new(m.as_raw_fd(), interactive));
+        let mut relay = self.terminal.as_ref().map(|m| tty::Relay::new(m.as_raw_fd(), interactive, log));
         loop {
             let status = match &mut relay {
                 Some(r) => r.poll(sfd.as_raw_fd())?,

@@ -1,9 +1,12 @@
 //! `-t`: the caller's terminal in raw mode (restored on exit, whatever
 //! happens), bytes relayed between it and the container's pty master, and
-//! the window size followed on SIGWINCH.
+//! the window size followed on SIGWINCH. What the container writes is also
+//! logged (as stdout, the one stream a pty has, as Docker logs a `-t`
+//! container) unless the run is `--rm`.
 
 use std::os::fd::RawFd;
 
+use kist_common::logfile::{LogFile, Stream};
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::Error;
@@ -52,6 +55,7 @@ pub struct Relay {
     stdin_open: bool,
     /// Bytes read from stdin not yet written to the master.
     pending: Vec<u8>,
+    log: Option<LogFile>,
 }
 
 fn write_all(fd: RawFd, mut buf: &[u8]) -> bool {
@@ -77,8 +81,15 @@ fn write_all(fd: RawFd, mut buf: &[u8]) -> bool {
 }
 
 impl Relay {
-    pub fn new(master: RawFd, interactive: bool) -> Relay {
-        Relay { master, stdin_open: interactive, pending: Vec::new() }
+    pub fn new(master: RawFd, interactive: bool, log: Option<LogFile>) -> Relay {
+        Relay { master, stdin_open: interactive, pending: Vec::new(), log }
+    }
+
+    fn output(&mut self, bytes: &[u8]) {
+        if let Some(l) = &mut self.log {
+            l.feed(Stream::Stdout, bytes);
+        }
+        write_all(1, bytes);
     }
 
     /// Waits for input on stdin, the master or the signal descriptor; moves
@@ -101,7 +112,7 @@ impl Relay {
             // SAFETY: reading into a local buffer.
             let r = unsafe { libc::read(self.master, buf.as_mut_ptr().cast(), buf.len()) };
             if r > 0 {
-                write_all(1, &buf[..r as usize]);
+                self.output(&buf[..r as usize]);
             } else if fds[1].revents & libc::POLLHUP != 0 {
                 // The slave side is closed for now; avoid spinning.
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -135,7 +146,10 @@ impl Relay {
             if r <= 0 {
                 break;
             }
-            write_all(1, &buf[..r as usize]);
+            self.output(&buf[..r as usize]);
+        }
+        if let Some(l) = &mut self.log {
+            l.flush(Stream::Stdout);
         }
     }
 }
