@@ -231,6 +231,49 @@ fn probe_matches_docker_run() {
 }
 
 #[test]
+fn without_clone3_the_parent_places_the_init_in_every_cgroup() {
+    // Where clone3 is refused (Docker's default seccomp profile, so kist
+    // run inside a Docker container; kernels before 5.3), ctr-spawn clones
+    // with clone(2) and writes the init's pid to cgroup.procs itself: the
+    // container must end up in the same cgroups, with its limits.
+    let root = TestRoot::new();
+    let img = busybox(root.path());
+    let script =
+        "cat /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max";
+    let flags = ["--rm", "-m", "48m", "--pids-limit", "9", "--", "sh", "-c", script];
+    let mut refused = std::process::Command::new(kist_tests::bin("no-clone3"));
+    refused
+        .arg(kist_tests::bin("ctr-spawn"))
+        .args(flags)
+        .env("KIST_ROOT", root.path())
+        .env("KIST_DEFAULT_NETWORK", "none");
+    let out = kist_tests::run_with_stdin(&mut refused, img.record.as_bytes());
+    out.assert_ok();
+    let normal = spawn::spawn(&root, &img, &flags);
+    normal.assert_ok();
+    let shape = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| match l.rsplit_once("/kist/") {
+                Some((head, id)) if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    format!("{head}/kist/ID")
+                }
+                _ => l.to_string(),
+            })
+            .collect()
+    };
+    let lines = shape(&out.stdout_str());
+    assert_eq!(lines, shape(&normal.stdout_str()), "{}", out.stdout_str());
+    assert!(lines.iter().any(|l| l.starts_with("0::/kist/ID")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(":memory:/kist/ID")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(":pids:/kist/ID")), "{lines:?}");
+    assert_eq!(lines[lines.len() - 2..], ["50331648".to_string(), "9".to_string()]);
+    let text = out.stdout_str();
+    let ids: std::collections::HashSet<&str> =
+        text.lines().filter_map(|l| l.rsplit_once("/kist/").map(|(_, id)| id)).collect();
+    assert_eq!(ids.len(), 1, "one container's cgroup in every hierarchy: {ids:?}");
+}
+
+#[test]
 fn user_workdir_env_and_entrypoint_follow_docker_rules() {
     let root = TestRoot::new();
     let img = busybox(root.path());
