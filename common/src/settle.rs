@@ -55,7 +55,7 @@ pub enum SettleError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read this boot's ID ({BOOT_ID_FILE} or $KIST_BOOT_ID_FILE)")]
+    #[error("cannot read this boot's ID from {BOOT_ID_FILE}")]
     BootId(#[source] std::io::Error),
 }
 
@@ -94,15 +94,12 @@ pub fn settle_request(m: &clap::ArgMatches) -> Option<Vec<PathBuf>> {
     m.get_many::<PathBuf>(SETTLE_FLAG).map(|v| v.cloned().collect())
 }
 
-/// The running kernel's boot ID: a new random UUID at every boot (or the
-/// content of `$KIST_BOOT_ID_FILE`, with which tests simulate a reboot, as
-/// for ctr-spawn --restore).
+/// The running kernel's boot ID: a new random UUID at every boot. Not
+/// `$KIST_BOOT_ID_FILE`, with which tests make ctr-spawn see a reboot: an
+/// intent it took for an earlier boot's would lose the snapshots of an
+/// unpack that is settling.
 pub fn boot_id() -> Result<String, SettleError> {
-    let path = std::env::var_os(crate::container::BOOT_ID_FILE_ENV)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(BOOT_ID_FILE));
-    let text = std::fs::read_to_string(path).map_err(SettleError::BootId)?;
+    let text = std::fs::read_to_string(BOOT_ID_FILE).map_err(SettleError::BootId)?;
     let id = text.trim();
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
         return Err(SettleError::BootId(std::io::Error::new(
