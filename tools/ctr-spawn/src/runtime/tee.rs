@@ -10,7 +10,9 @@
 //! descriptor before exec). A thread per stream copies and logs until the
 //! stream ends. If ctr-spawn's own stdout or stderr goes away (`| head`),
 //! that thread stops reading, so that the container sees the broken pipe
-//! as it would without the copy.
+//! as it would without the copy. Meanwhile ctr-spawn's own diagnostics go
+//! to the saved original stderr (kist_common::diag::send_to), so that none
+//! of them lands in the container's log.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{mpsc, Arc, Mutex};
@@ -58,7 +60,10 @@ impl Diverted {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         nix::unistd::dup2(out_w.as_raw_fd(), 1).map_err(Error::sys("dup2"))?;
+        // ctr-spawn's own messages keep going to its stderr, not the log.
+        kist_common::diag::send_to(saved[1].as_raw_fd());
         if let Err(e) = nix::unistd::dup2(err_w.as_raw_fd(), 2) {
+            kist_common::diag::send_to(2);
             let _ = nix::unistd::dup2(saved[0].as_raw_fd(), 1);
             return Err(Error::sys("dup2")(e));
         }
@@ -70,6 +75,7 @@ impl Diverted {
     pub fn restore(mut self, started: bool, log: &std::path::Path, opts: LogOpts) -> Option<Tee> {
         let _ = nix::unistd::dup2(self.saved[0].as_raw_fd(), 1);
         let _ = nix::unistd::dup2(self.saved[1].as_raw_fd(), 2);
+        kist_common::diag::send_to(2);
         self.writers = None;
         if !started {
             return None;
