@@ -137,9 +137,20 @@ pub struct Intent {
 
 impl Intent {
     /// Writes and flushes an intent naming `blobs` and `snapshots` (chain
-    /// IDs). Whatever it names may then be published without a flush.
-    pub fn begin(root: &StateRoot, blobs: &[Digest], snapshots: &[Digest]) -> Result<Intent, SettleError> {
-        Intent::begin_as(root, &boot_id()?, blobs, snapshots)
+    /// IDs); whatever it names may then be published without a flush. `None`
+    /// where the boot ID cannot be read (no /proc, as in a bare chroot):
+    /// without it a crash could not be told later, so the caller flushes
+    /// before it publishes instead.
+    pub fn begin_or_flush(
+        root: &StateRoot,
+        blobs: &[Digest],
+        snapshots: &[Digest],
+    ) -> Result<Option<Intent>, SettleError> {
+        match boot_id() {
+            Ok(boot) => Intent::begin_as(root, &boot, blobs, snapshots).map(Some),
+            Err(SettleError::BootId(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn begin_as(

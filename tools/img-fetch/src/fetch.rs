@@ -249,7 +249,7 @@ impl Puller<'_> {
         if missing.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Intent::begin(self.store.root(), &missing, &[]).map_err(StoreError::from)?))
+        Ok(Intent::begin_or_flush(self.store.root(), &missing, &[]).map_err(StoreError::from)?)
     }
 
     fn pull_resolved(

@@ -256,12 +256,17 @@ impl Snapshots {
         let mut guard = TmpDir(Some(tmp.clone()));
         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(io("chmod", &tmp))?;
-        if !self.sync {
-            let intent = Intent::begin(&self.root, &[], std::slice::from_ref(chain))
-                .map_err(|e| SnapshotError::Settle { chain_id: chain.clone(), source: e })?;
-            self.intents.lock().unwrap_or_else(|e| e.into_inner()).push(intent);
+        // Flushed before it appears with --sync, or where no intent can be
+        // made (no boot ID to tell a crash by).
+        let mut sync = self.sync;
+        if !sync {
+            match Intent::begin_or_flush(&self.root, &[], std::slice::from_ref(chain)) {
+                Ok(Some(intent)) => self.intents.lock().unwrap_or_else(|e| e.into_inner()).push(intent),
+                Ok(None) => sync = true,
+                Err(e) => return Err(SnapshotError::Settle { chain_id: chain.clone(), source: e }),
+            }
         }
-        let (mut ex, size) = layer::unpack(&job.source, &tmp, Whiteouts::Overlay, self.sync)?;
+        let (mut ex, size) = layer::unpack(&job.source, &tmp, Whiteouts::Overlay, sync)?;
         let ext_err = |source| LayerError::Extract { digest: job.source.digest.clone(), source };
         if !ex.pending().is_empty() {
             // Hard links into lower layers: let others run while the layers
@@ -283,7 +288,7 @@ impl Snapshots {
         // the flush waits for the disk.
         let (disk_size, synced) = std::thread::scope(|s| {
             let walk = s.spawn(|| disk_size(&tmp));
-            let synced = if self.sync { sync_tree(&tmp) } else { Ok(()) };
+            let synced = if sync { sync_tree(&tmp) } else { Ok(()) };
             let measured = walk.join().unwrap_or_else(|_| Err(std::io::Error::other("size walk failed")));
             (measured, synced)
         });
@@ -314,7 +319,7 @@ impl Snapshots {
                 .unwrap_or(0),
         };
         let meta_path = self.root.snapshots_dir().join(format!("{}.json", chain.hex()));
-        kist_common::fsutil::atomic_write_json_durable(&meta_path, &meta, self.sync).map_err(|e| {
+        kist_common::fsutil::atomic_write_json_durable(&meta_path, &meta, sync).map_err(|e| {
             SnapshotError::Io {
                 chain_id: chain.clone(),
                 op: "write",
