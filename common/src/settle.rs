@@ -162,11 +162,11 @@ impl Intent {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = root.unsettled_dir();
-        let created = match std::fs::create_dir(&dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io("create", &dir)(e)),
-        };
+        }
         let name = format!("{boot}.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         // Written under a name recovery ignores, and locked before it is
         // renamed: recovery never sees an intent that nobody holds and that
@@ -195,9 +195,9 @@ impl Intent {
             file.sync_all().map_err(io("flush", &tmp))?;
             std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
             File::open(&dir).and_then(|d| d.sync_all()).map_err(io("flush", &dir))?;
-            if created {
-                File::open(root.path()).and_then(|d| d.sync_all()).map_err(io("flush", root.path()))?;
-            }
+            // Also when another process made `unsettled/` a moment ago and
+            // has yet to flush its entry: the intent must not hang on it.
+            File::open(root.path()).and_then(|d| d.sync_all()).map_err(io("flush", root.path()))?;
             Ok(file)
         })();
         match result {
