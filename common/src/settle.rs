@@ -18,9 +18,11 @@
 //! ([`recover`]) re-hashes the blobs it names, removing any that no longer
 //! match their digest, and removes the snapshots it names, whose trees
 //! cannot be checked (img-unpack makes them again). Only then is the intent
-//! deleted. A writer holds an flock on its intent while it publishes, and
-//! the settler while it flushes; an intent of this boot that nobody holds
-//! for [`ORPHAN_AGE`] lost both (killed), and recovery flushes it itself.
+//! deleted. A writer holds an flock on its intent from before the intent
+//! is named until it exits, and hands the locked descriptor itself to the
+//! settler, which holds it until it is done: the lock has no gap, so an
+//! intent of this boot that nobody holds lost both its writer and its
+//! settler (killed), and recovery flushes it itself.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -28,7 +30,6 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,11 +39,6 @@ use crate::root::StateRoot;
 
 /// The hidden flag that makes img-fetch or img-unpack a settler.
 pub const SETTLE_FLAG: &str = "settle";
-
-/// How long an intent of this boot may sit unlocked before recovery takes
-/// it for one whose writer and settler were both killed (a settler waits
-/// for its writer to exit before it locks, a gap of milliseconds).
-pub const ORPHAN_AGE: Duration = Duration::from_secs(10);
 
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 
@@ -168,10 +164,12 @@ impl Intent {
             Err(e) => return Err(io("create", &dir)(e)),
         }
         let name = format!("{boot}.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        // Written under a name recovery ignores, and locked before it is
-        // renamed: recovery never sees an intent that nobody holds and that
-        // is still being written.
-        let tmp = dir.join(format!(".{name}.tmp"));
+        // Written in tmp/, where recovery does not look, and locked before
+        // it is renamed into unsettled/: recovery never sees an intent that
+        // nobody holds and that is still being written. (A writer killed
+        // before the rename leaves a file in tmp/ for img-rm to collect.)
+        std::fs::create_dir_all(root.tmp_dir()).map_err(io("create", &root.tmp_dir()))?;
+        let tmp = root.tmp_dir().join(format!("intent-{name}.tmp"));
         let path = dir.join(format!("{name}.json"));
         let body = IntentFile {
             schema_version: 1,
@@ -276,9 +274,11 @@ pub fn settle_now(intents: Vec<Intent>) -> Result<(), SettleError> {
 }
 
 /// Leaves the flush to a detached settler: this binary again, with
-/// `--settle PATH...`, in a process group of its own, with no terminal and
-/// no inherited pipes (so `$(img-fetch ...)` does not wait for it). If it
-/// cannot be started, flushes here instead.
+/// `--settle FD:PATH...`, in a process group of its own, with no terminal
+/// and no inherited pipes (so `$(img-fetch ...)` does not wait for it). It
+/// inherits each intent's locked descriptor (FD), so the lock passes to it
+/// without a moment in which nobody holds it. If it cannot be started,
+/// flushes here instead.
 #[allow(clippy::zombie_processes)] // see the match below
 pub fn hand_off(tool: &str, intents: Vec<Intent>) -> Result<(), SettleError> {
     use std::os::unix::process::CommandExt;
@@ -286,10 +286,21 @@ pub fn hand_off(tool: &str, intents: Vec<Intent>) -> Result<(), SettleError> {
     if intents.is_empty() {
         return Ok(());
     }
+    let mut args: Vec<std::ffi::OsString> = vec![format!("--{SETTLE_FLAG}").into()];
+    for i in &intents {
+        let fd = i._lock.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this intent owns; clearing
+        // FD_CLOEXEC lets the settler inherit it (this process spawns
+        // nothing else meanwhile, and the descriptor closes with the
+        // intent right after).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        let mut arg = std::ffi::OsString::from(format!("{fd}:"));
+        arg.push(&i.path);
+        args.push(arg);
+    }
     let spawned = Command::new("/proc/self/exe")
         .arg0(tool)
-        .arg(format!("--{SETTLE_FLAG}"))
-        .args(intents.iter().map(|i| i.path.as_os_str()))
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -299,26 +310,55 @@ pub fn hand_off(tool: &str, intents: Vec<Intent>) -> Result<(), SettleError> {
     match spawned {
         // Not waited for: it is meant to outlive this process, whose exit
         // hands it to init (or the nearest subreaper) to reap. Dropping the
-        // intents releases their locks, which the settler waits for.
+        // intents closes this process's copies of the descriptors; the
+        // settler's keep the locks.
         Ok(_child) => Ok(()),
         Err(_) => settle_now(intents),
     }
 }
 
-/// The settler: waits for each intent's writer to let go, flushes, and
-/// deletes the intents. Paths that are not intents are left alone.
-pub fn settle_paths(paths: &[PathBuf]) -> Result<(), SettleError> {
+/// The settler: takes each intent (`FD:PATH`, the locked descriptor it
+/// inherited, or a bare PATH, which it locks), flushes, and deletes the
+/// intents. What is not an intent is left alone.
+pub fn settle_paths(args: &[PathBuf]) -> Result<(), SettleError> {
+    use std::os::fd::FromRawFd;
     let mut held: Vec<(File, PathBuf, PathBuf)> = Vec::new();
-    for p in paths {
-        if !looks_like_intent(p) {
+    for arg in args {
+        let text = arg.as_os_str().as_encoded_bytes();
+        let inherited = text.iter().position(|b| *b == b':').and_then(|colon| {
+            let fd: i32 = std::str::from_utf8(&text[..colon]).ok()?.parse().ok()?;
+            // SAFETY: the bytes after the colon are the rest of an OsStr
+            // that was split at an ASCII byte.
+            let path =
+                PathBuf::from(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(&text[colon + 1..]) });
+            Some((fd, path))
+        });
+        let (file, path) = match inherited {
+            Some((fd, path)) if fd > 2 => {
+                // SAFETY: a descriptor the writer passed to this process,
+                // owned by nothing else here; it is checked to be the
+                // intent's before it is trusted.
+                let f = unsafe { File::from_raw_fd(fd) };
+                match (f.metadata(), std::fs::metadata(&path)) {
+                    (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino() => (f, path),
+                    _ => continue,
+                }
+            }
+            Some(_) => continue,
+            None => {
+                let Ok(f) = File::open(arg) else { continue };
+                if flock(&f, libc::LOCK_EX).is_err() {
+                    continue;
+                }
+                (f, arg.clone())
+            }
+        };
+        if !looks_like_intent(&path) || unlinked(&file) {
             continue;
         }
-        let Ok(mut f) = File::open(p) else { continue };
-        if flock(&f, libc::LOCK_EX).is_err() || unlinked(&f) {
-            continue;
-        }
-        let Some(body) = read_intent(&mut f) else { continue };
-        held.push((f, p.clone(), body.root));
+        let mut file = file;
+        let Some(body) = read_intent(&mut file) else { continue };
+        held.push((file, path, body.root));
     }
     let mut roots: Vec<&Path> = held.iter().map(|(_, _, r)| r.as_path()).collect();
     roots.sort();
@@ -344,6 +384,10 @@ fn unlinked(f: &File) -> bool {
 }
 
 fn read_intent(f: &mut File) -> Option<IntentFile> {
+    use std::io::Seek;
+    // From the start: an inherited descriptor shares the writer's offset,
+    // which is at the end of what it wrote.
+    f.seek(std::io::SeekFrom::Start(0)).ok()?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -376,42 +420,25 @@ pub fn recover(root: &StateRoot) -> Result<Recovery, SettleError> {
     if entries.is_empty() {
         return Ok(Recovery::default());
     }
-    recover_as(root, &boot_id()?, entries, ORPHAN_AGE)
+    recover_as(root, &boot_id()?, entries)
 }
 
-fn recover_as(
-    root: &StateRoot,
-    boot: &str,
-    mut entries: Vec<PathBuf>,
-    orphan_age: Duration,
-) -> Result<Recovery, SettleError> {
+fn recover_as(root: &StateRoot, boot: &str, mut entries: Vec<PathBuf>) -> Result<Recovery, SettleError> {
     entries.sort();
     let mut done = Recovery::default();
     let mut orphans: Vec<(File, PathBuf)> = Vec::new();
     for path in entries {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let age = std::fs::symlink_metadata(&path)
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.elapsed().ok())
-            .unwrap_or_default();
-        if name.starts_with('.') {
-            // A writer died between creating and naming its intent: it
-            // published nothing.
-            if age > orphan_age {
-                let _ = std::fs::remove_file(&path);
-            }
-            continue;
-        }
-        if !name.ends_with(".json") {
+        if name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
         let Ok(mut f) = File::open(&path) else { continue };
         if name.split('.').next() == Some(boot) {
-            if age < orphan_age || flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err() || unlinked(&f) {
-                continue;
+            // Locked since before it was named, by its writer and then its
+            // settler: one that nobody holds lost both.
+            if flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_ok() && !unlinked(&f) {
+                orphans.push((f, path));
             }
-            orphans.push((f, path));
             continue;
         }
         // An earlier boot's: no process of it is alive, but another
@@ -554,13 +581,8 @@ mod tests {
         let i = Intent::begin_as(&root, "boot-old", &[good.clone(), bad.clone(), absent], &[chain]).unwrap();
         drop(i);
 
-        let r = recover_as(
-            &root,
-            "boot-new",
-            vec![root.unsettled_dir().join(intents(&root)[0].clone())],
-            ORPHAN_AGE,
-        )
-        .unwrap();
+        let r = recover_as(&root, "boot-new", vec![root.unsettled_dir().join(intents(&root)[0].clone())])
+            .unwrap();
         assert_eq!(
             r,
             Recovery { stale: 1, blobs_removed: 1, blobs_kept: 1, snapshots_removed: 1, orphans: 0 }
@@ -575,7 +597,7 @@ mod tests {
     }
 
     #[test]
-    fn this_boots_intents_are_left_to_their_holders_until_orphaned() {
+    fn this_boots_intents_are_left_to_their_holders_and_settled_once_unheld() {
         let (_t, root) = root();
         let d = put(&root, b"fresh");
         let held = Intent::begin_as(&root, "boot-now", std::slice::from_ref(&d), &[]).unwrap();
@@ -584,12 +606,7 @@ mod tests {
         drop(free);
         let list =
             |root: &StateRoot| intents(root).into_iter().map(|n| root.unsettled_dir().join(n)).collect();
-        // Young: left alone even when nobody holds it.
-        let r = recover_as(&root, "boot-now", list(&root), ORPHAN_AGE).unwrap();
-        assert_eq!(r, Recovery::default());
-        assert_eq!(intents(&root).len(), 2);
-        // Old enough: the unheld one is flushed and deleted, the held one stays.
-        let r = recover_as(&root, "boot-now", list(&root), Duration::ZERO).unwrap();
+        let r = recover_as(&root, "boot-now", list(&root)).unwrap();
         assert_eq!(r.orphans, 1);
         assert!(!free_path.exists());
         assert!(held.path().exists());
@@ -603,7 +620,7 @@ mod tests {
         std::fs::create_dir_all(root.unsettled_dir()).unwrap();
         let p = root.unsettled_dir().join("boot-old.1.0.json");
         std::fs::write(&p, br#"{"schemaVersion":1,"bootId":"boot-old","blo"#).unwrap();
-        let r = recover_as(&root, "boot-new", vec![p.clone()], ORPHAN_AGE).unwrap();
+        let r = recover_as(&root, "boot-new", vec![p.clone()]).unwrap();
         assert_eq!(r.stale, 1);
         assert!(!p.exists());
         assert!(root.blob_path(&d).exists());
