@@ -259,6 +259,25 @@ fn sync_root(root: &Path) -> Result<(), SettleError> {
     Ok(())
 }
 
+/// For `--sync` runs: what they found present may be another run's,
+/// published unflushed and not yet settled; if any intent is pending, the
+/// store is flushed before the run ends, so that all it used is on disk.
+pub fn flush_pending(root: &StateRoot) -> Result<(), SettleError> {
+    let pending = std::fs::read_dir(root.unsettled_dir())
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                !n.starts_with('.') && n.ends_with(".json")
+            })
+        })
+        .unwrap_or(false);
+    if pending {
+        sync_root(root.path())?;
+    }
+    Ok(())
+}
+
 /// Flushes now and deletes the intents, in this process.
 pub fn settle_now(intents: Vec<Intent>) -> Result<(), SettleError> {
     let mut roots: Vec<&Path> = intents.iter().map(|i| i.root.as_path()).collect();

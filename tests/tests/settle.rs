@@ -91,6 +91,13 @@ fn writes_are_settled_after_the_tools_return_and_sync_waits_for_the_disk() {
     assert!(intents(synced.path()).is_empty(), "{:?}", intents(synced.path()));
     assert!(settlers(synced.path()).is_empty());
     assert!(!synced.path().join("unsettled").exists());
+    // --flatten --sync flushes the tree it writes, and needs no intent.
+    let flat = tempfile::tempdir().unwrap();
+    let dir = flat.path().join("rootfs");
+    run(synced.cmd("img-unpack").args(["--sync", "--flatten"]).arg(&dir).arg(ML)).assert_ok();
+    assert_eq!(std::fs::read(dir.join("data/new")).unwrap(), b"new\n");
+    assert!(!dir.join("data/old").exists(), "the opaque directory hides the lower layer's file");
+    assert!(!synced.path().join("unsettled").exists());
 }
 
 #[test]

@@ -367,6 +367,9 @@ pub fn run(m: &ArgMatches) -> Result<(), Error> {
     // Whatever was written, also by a pull that failed half-way, is flushed.
     let intents = std::mem::take(&mut *puller.intents.lock().unwrap_or_else(|p| p.into_inner()));
     kist_common::settle::hand_off("img-fetch", intents).map_err(kist_common::store::StoreError::from)?;
+    if puller.sync && record.is_ok() {
+        kist_common::settle::flush_pending(store.root()).map_err(kist_common::store::StoreError::from)?;
+    }
     emit(&Record::Image(record?))
 }
 

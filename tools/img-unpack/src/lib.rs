@@ -63,6 +63,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot flush {path} to disk")]
+    Flush {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("an upstream tool failed: {0}")]
     Upstream(String, u8),
     #[error("{0} of the images failed to unpack")]
@@ -84,7 +90,9 @@ impl HasExitCode for Error {
             Error::Stdin(_) | Error::Stdout(_) => ExitCode::Io,
             Error::LayerCount { .. } => ExitCode::Integrity,
             Error::NotEmpty { .. } => ExitCode::Conflict,
-            Error::Create { source, .. } => kist_common::exit::io_exit_code(source),
+            Error::Create { source, .. } | Error::Flush { source, .. } => {
+                kist_common::exit::io_exit_code(source)
+            }
             Error::Upstream(_, code) => match code {
                 2 => ExitCode::Usage,
                 3 => ExitCode::NotFound,
@@ -286,7 +294,7 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
             })?;
             found.ok_or_else(|| Error::Usage("no image given on the command line or stdin".into()))?
         };
-        return flatten(&root, &image, &dir, bundle);
+        return flatten(&root, &image, &dir, bundle, matches.get_flag("sync"));
     }
 
     let snaps = Snapshots::new(&root, jobs, matches.get_flag("sync"));
@@ -369,6 +377,9 @@ pub fn run(matches: &ArgMatches) -> Result<(), Error> {
     // Whatever was published, also by a run that failed half-way, is flushed.
     kist_common::settle::hand_off("img-unpack", snaps.take_intents())?;
     unpacked?;
+    if matches.get_flag("sync") {
+        kist_common::settle::flush_pending(&root)?;
+    }
     match failures.len() {
         0 => Ok(()),
         1 => Err(failures.remove(0)),
@@ -489,7 +500,7 @@ fn lower_chains(store: &Store, rec: &LayerRecord) -> Vec<Digest> {
 }
 
 /// `--flatten` and `--bundle`: every layer applied in order onto one tree.
-fn flatten(root: &StateRoot, image: &ImageJob, dir: &Path, bundle: bool) -> Result<(), Error> {
+fn flatten(root: &StateRoot, image: &ImageJob, dir: &Path, bundle: bool, sync: bool) -> Result<(), Error> {
     let rootfs = if bundle { dir.join("rootfs") } else { dir.to_path_buf() };
     if let Ok(mut entries) = std::fs::read_dir(&rootfs) {
         if entries.next().is_some() {
@@ -500,11 +511,22 @@ fn flatten(root: &StateRoot, image: &ImageJob, dir: &Path, bundle: bool) -> Resu
     std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|source| Error::Create { path: rootfs.clone(), source })?;
     for l in &image.layers {
-        let (mut ex, _) = layer::unpack(&l.source, &rootfs, Whiteouts::Apply, false)?;
+        let (mut ex, _) = layer::unpack(&l.source, &rootfs, Whiteouts::Apply, sync)?;
         ex.finish().map_err(|source| LayerError::Extract { digest: l.source.digest.clone(), source })?;
     }
     if bundle {
         bundle::write_config(dir, &image.config.run_config)?;
+    }
+    if sync {
+        // --sync: the tree (and config.json) on disk before the exit.
+        let flushed = std::fs::File::open(dir).and_then(|d| {
+            // SAFETY: syncfs on a descriptor we own.
+            match unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+        flushed.map_err(|source| Error::Flush { path: dir.to_path_buf(), source })?;
     }
     let out = std::fs::canonicalize(&rootfs).unwrap_or(rootfs);
     emit(&snapshot_record(root, image, vec![out]))
