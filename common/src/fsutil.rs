@@ -180,6 +180,17 @@ pub fn atomic_write_json_durable<T: serde::Serialize>(
     }
 }
 
+/// Flushes the whole file system that holds `path` (syncfs(2)): one call
+/// for a tree of many files, where an fsync each would cost a flush each.
+pub fn syncfs(path: &Path) -> std::io::Result<()> {
+    let f = File::open(path)?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes a rename or create in the parent directory durable.
 pub fn fsync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {

@@ -246,14 +246,9 @@ fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
 fn sync_root(root: &Path) -> Result<(), SettleError> {
     let mut seen = HashSet::new();
     for dir in [root.to_path_buf(), root.join("blobs/sha256"), root.join("snapshots")] {
-        let Ok(f) = File::open(&dir) else { continue };
-        let dev = f.metadata().map(|m| m.dev()).unwrap_or(0);
-        if !seen.insert(dev) {
-            continue;
-        }
-        // SAFETY: syncfs on a descriptor we own.
-        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-            return Err(io("flush", &dir)(std::io::Error::last_os_error()));
+        let Ok(m) = std::fs::metadata(&dir) else { continue };
+        if seen.insert(m.dev()) {
+            crate::fsutil::syncfs(&dir).map_err(io("flush", &dir))?;
         }
     }
     Ok(())

@@ -519,14 +519,8 @@ fn flatten(root: &StateRoot, image: &ImageJob, dir: &Path, bundle: bool, sync: b
     }
     if sync {
         // --sync: the tree (and config.json) on disk before the exit.
-        let flushed = std::fs::File::open(dir).and_then(|d| {
-            // SAFETY: syncfs on a descriptor we own.
-            match unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-        flushed.map_err(|source| Error::Flush { path: dir.to_path_buf(), source })?;
+        kist_common::fsutil::syncfs(dir)
+            .map_err(|source| Error::Flush { path: dir.to_path_buf(), source })?;
     }
     let out = std::fs::canonicalize(&rootfs).unwrap_or(rootfs);
     emit(&snapshot_record(root, image, vec![out]))

@@ -288,7 +288,8 @@ impl Snapshots {
         // the flush waits for the disk.
         let (disk_size, synced) = std::thread::scope(|s| {
             let walk = s.spawn(|| disk_size(&tmp));
-            let synced = if sync { sync_tree(&tmp) } else { Ok(()) };
+            // With --sync, a crash cannot leave a snapshot with holes in it.
+            let synced = if sync { kist_common::fsutil::syncfs(&tmp) } else { Ok(()) };
             let measured = walk.join().unwrap_or_else(|_| Err(std::io::Error::other("size walk failed")));
             (measured, synced)
         });
@@ -359,17 +360,6 @@ pub fn disk_size(dir: &Path) -> std::io::Result<u64> {
         }
     }
     Ok(total)
-}
-
-/// Flushes a finished snapshot to disk before it becomes visible, so that
-/// a crash cannot leave a snapshot directory with holes in it (`--sync`).
-fn sync_tree(path: &Path) -> std::io::Result<()> {
-    let f = std::fs::File::open(path)?;
-    // SAFETY: syncfs on a descriptor we own.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
