@@ -336,16 +336,13 @@ pub fn hand_off(tool: &str, intents: Vec<Intent>) -> Result<(), SettleError> {
 /// intents. What is not an intent is left alone.
 pub fn settle_paths(args: &[PathBuf]) -> Result<(), SettleError> {
     use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
     let mut held: Vec<(File, PathBuf, PathBuf)> = Vec::new();
     for arg in args {
-        let text = arg.as_os_str().as_encoded_bytes();
+        let text = arg.as_os_str().as_bytes();
         let inherited = text.iter().position(|b| *b == b':').and_then(|colon| {
             let fd: i32 = std::str::from_utf8(&text[..colon]).ok()?.parse().ok()?;
-            // SAFETY: the bytes after the colon are the rest of an OsStr
-            // that was split at an ASCII byte.
-            let path =
-                PathBuf::from(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(&text[colon + 1..]) });
-            Some((fd, path))
+            Some((fd, PathBuf::from(std::ffi::OsStr::from_bytes(&text[colon + 1..]))))
         });
         let (file, path) = match inherited {
             Some((fd, path)) if fd > 2 => {
@@ -422,9 +419,19 @@ pub struct Recovery {
     pub orphans: usize,
 }
 
+/// What [`recover`] does with an intent of this boot whose writer and
+/// settler were both killed. Flushing it is only tidiness (left alone, it
+/// would be checked after the next boot, as an earlier boot's), and its
+/// syncfs can take long: a container start leaves it to the store's tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphans {
+    Flush,
+    Leave,
+}
+
 /// Settles what earlier processes left unsettled; see the module comment.
 /// Cheap when there is nothing to do: one directory read.
-pub fn recover(root: &StateRoot) -> Result<Recovery, SettleError> {
+pub fn recover(root: &StateRoot, orphans: Orphans) -> Result<Recovery, SettleError> {
     let dir = root.unsettled_dir();
     let entries: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
@@ -434,10 +441,15 @@ pub fn recover(root: &StateRoot) -> Result<Recovery, SettleError> {
     if entries.is_empty() {
         return Ok(Recovery::default());
     }
-    recover_as(root, &boot_id()?, entries)
+    recover_as(root, &boot_id()?, entries, orphans)
 }
 
-fn recover_as(root: &StateRoot, boot: &str, mut entries: Vec<PathBuf>) -> Result<Recovery, SettleError> {
+fn recover_as(
+    root: &StateRoot,
+    boot: &str,
+    mut entries: Vec<PathBuf>,
+    flush_orphans: Orphans,
+) -> Result<Recovery, SettleError> {
     entries.sort();
     let mut done = Recovery::default();
     let mut orphans: Vec<(File, PathBuf)> = Vec::new();
@@ -450,7 +462,10 @@ fn recover_as(root: &StateRoot, boot: &str, mut entries: Vec<PathBuf>) -> Result
         if name.split('.').next() == Some(boot) {
             // Locked since before it was named, by its writer and then its
             // settler: one that nobody holds lost both.
-            if flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_ok() && !unlinked(&f) {
+            if flush_orphans == Orphans::Flush
+                && flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_ok()
+                && !unlinked(&f)
+            {
                 orphans.push((f, path));
             }
             continue;
@@ -595,8 +610,13 @@ mod tests {
         let i = Intent::begin_as(&root, "boot-old", &[good.clone(), bad.clone(), absent], &[chain]).unwrap();
         drop(i);
 
-        let r = recover_as(&root, "boot-new", vec![root.unsettled_dir().join(intents(&root)[0].clone())])
-            .unwrap();
+        let r = recover_as(
+            &root,
+            "boot-new",
+            vec![root.unsettled_dir().join(intents(&root)[0].clone())],
+            Orphans::Flush,
+        )
+        .unwrap();
         assert_eq!(
             r,
             Recovery { stale: 1, blobs_removed: 1, blobs_kept: 1, snapshots_removed: 1, orphans: 0 }
@@ -620,7 +640,11 @@ mod tests {
         drop(free);
         let list =
             |root: &StateRoot| intents(root).into_iter().map(|n| root.unsettled_dir().join(n)).collect();
-        let r = recover_as(&root, "boot-now", list(&root)).unwrap();
+        // A container start leaves orphans alone; the store's tools flush them.
+        let r = recover_as(&root, "boot-now", list(&root), Orphans::Leave).unwrap();
+        assert_eq!(r, Recovery::default());
+        assert!(free_path.exists());
+        let r = recover_as(&root, "boot-now", list(&root), Orphans::Flush).unwrap();
         assert_eq!(r.orphans, 1);
         assert!(!free_path.exists());
         assert!(held.path().exists());
@@ -634,7 +658,7 @@ mod tests {
         std::fs::create_dir_all(root.unsettled_dir()).unwrap();
         let p = root.unsettled_dir().join("boot-old.1.0.json");
         std::fs::write(&p, br#"{"schemaVersion":1,"bootId":"boot-old","blo"#).unwrap();
-        let r = recover_as(&root, "boot-new", vec![p.clone()]).unwrap();
+        let r = recover_as(&root, "boot-new", vec![p.clone()], Orphans::Flush).unwrap();
         assert_eq!(r.stale, 1);
         assert!(!p.exists());
         assert!(root.blob_path(&d).exists());

@@ -135,8 +135,14 @@ impl Store {
     /// an earlier boot left unflushed ([`crate::settle::recover`]) before
     /// anything in it is trusted.
     pub fn open(root: &StateRoot) -> Result<Store, StoreError> {
+        Store::open_with(root, crate::settle::Orphans::Flush)
+    }
+
+    /// [`Store::open`], choosing what becomes of this boot's orphaned
+    /// intents (ctr-spawn leaves them, to keep a flush off a start).
+    pub fn open_with(root: &StateRoot, orphans: crate::settle::Orphans) -> Result<Store, StoreError> {
         root.ensure()?;
-        crate::settle::recover(root)?;
+        crate::settle::recover(root, orphans)?;
         let store = Store { root: root.clone() };
         let layout = root.oci_layout_file();
         let index = root.index_file();

@@ -75,7 +75,7 @@ fn unbuffered_line() -> Option<std::io::Result<String>> {
 
 /// Finds an unpacked image in the store by reference, name or id.
 pub fn from_store(root: &StateRoot, query: &str) -> Result<SnapshotRecord, Error> {
-    let store = Store::open(root)?;
+    let store = Store::open_with(root, kist_common::settle::Orphans::Leave)?;
     let images = kist_common::catalog::list(&store).map_err(|e| Error::Image(e.to_string()))?;
     let image = kist_common::catalog::find(&images, query).map_err(|e| match e {
         kist_common::catalog::CatalogError::NotFound(_) => Error::Image(format!(

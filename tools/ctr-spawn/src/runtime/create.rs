@@ -132,15 +132,19 @@ fn prepare_as(opts: &Options, id: String) -> Result<Prepared, Error> {
     // sees either no container or one whose state names its snapshots.
     let snapshots_lock = Lock::shared(&root.locks_dir().join("snapshots.lock"))?;
     let snap: SnapshotRecord = match &opts.image_ref {
+        // Opening the store discards what an earlier boot left unflushed.
         Some(r) => image::from_store(&root, r)?,
-        None => image::from_stdin(opts.interactive)?,
+        None => {
+            // A record read from stdin may be older than the last boot:
+            // snapshots the machine went down before flushing go first.
+            kist_common::settle::recover(&root, kist_common::settle::Orphans::Leave)
+                .map_err(kist_common::store::StoreError::from)?;
+            image::from_stdin(opts.interactive)?
+        }
     };
     if snap.snapshots.is_empty() {
         return Err(Error::Image("the snapshot record names no snapshots".into()));
     }
-    // A record read from stdin may be older than the last boot: snapshots
-    // the machine went down before flushing are discarded first.
-    kist_common::settle::recover(&root).map_err(kist_common::store::StoreError::from)?;
     if let Some(missing) = snap.snapshots.iter().find(|p| !p.is_dir()) {
         return Err(Error::Image(format!(
             "snapshot {} is missing: run img-unpack for image {} first",
@@ -290,7 +294,8 @@ fn prepare_as(opts: &Options, id: String) -> Result<Prepared, Error> {
 /// Rebuilds the plan of an existing container from its config.json,
 /// spawn.json and state (for `--start`, `--restore`).
 pub fn load_plan(root: &StateRoot, state: &ContainerState) -> Result<(Plan, Launch), Error> {
-    kist_common::settle::recover(root).map_err(kist_common::store::StoreError::from)?;
+    kist_common::settle::recover(root, kist_common::settle::Orphans::Leave)
+        .map_err(kist_common::store::StoreError::from)?;
     let paths = ContainerPaths::new(root, &state.id);
     let spec = oci_spec::runtime::Spec::load(paths.config())
         .map_err(|e| Error::Sys(format!("{}: {e}", paths.config().display())))?;
